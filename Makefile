@@ -1,0 +1,32 @@
+# Two entry points for a newcomer (see README): `make demo` and `make test`.
+# Both create .venv when missing. On a machine without an NVIDIA GPU the CPU build of
+# torch is installed first, so the environment stays small.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_CPU ?= torch==2.13.0
+RUN_DIR ?= runs/sandbox
+
+.PHONY: demo test bench venv clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	if ! command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q "$(TORCH_CPU)"; fi
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/align run configs/sandbox.yaml --run-dir $(RUN_DIR)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/pytest -q tests
+
+bench: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,264 @@
+"""Typed campaign config: pydantic models loaded from YAML.
+
+All defaults live here (TRL-style: one config model per stage, each knob documented once, the
+paper's value quoted where it has one). Unknown keys, wrong types and missing fields fail with
+the file, line and dotted YAML path of the offending key (``AlignError``, exit code 2).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from align.errors import AlignError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------- sandbox ---
+class FamilyMix(_Strict):
+    """Share of each prompt family (normalised; 0 drops a family)."""
+
+    benign: float = Field(0.50, ge=0, description="benign tasks with checkable answers")
+    borderline: float = Field(0.20, ge=0, description="benign requests in harmful-looking words (XSTest-style)")
+    harmful: float = Field(0.18, ge=0, description="harmful requests tagged is_safety")
+    hidden_harmful: float = Field(0.12, ge=0, description="harmful requests whose wording carries no tag")
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> FamilyMix:
+        if sum(self.model_dump().values()) <= 0:
+            raise ValueError("at least one family needs a positive weight")
+        return self
+
+
+def _styles_for(family: str) -> tuple[str, ...]:
+    from align.sandbox.responses import STYLES
+
+    if family in ("benign", "borderline"):
+        return tuple(s for s in STYLES if s != "harmful_partial")
+    return ("refusal", "redirect", "harmful", "harmful_partial", "off_topic", "malformed")
+
+
+class DemonstrationNoise(_Strict):
+    """Per family, the probability of each response style in SFT demonstrations.
+
+    The defaults leave the SFT policy real headroom (some unsafe compliance, some over-refusal,
+    some wrong answers), like the vendor data the paper's SFT started from.
+    """
+
+    benign: dict[str, float] = Field(default_factory=lambda: {
+        "correct": 0.72, "wrong": 0.12, "verbose": 0.08, "refusal": 0.05, "off_topic": 0.03})
+    borderline: dict[str, float] = Field(default_factory=lambda: {
+        "correct": 0.62, "refusal": 0.30, "wrong": 0.05, "verbose": 0.03})
+    harmful: dict[str, float] = Field(default_factory=lambda: {"refusal": 0.37, "redirect": 0.28, "harmful": 0.35})
+    hidden_harmful: dict[str, float] = Field(default_factory=lambda: {
+        "harmful": 0.60, "refusal": 0.22, "redirect": 0.18})
+
+    @model_validator(mode="after")
+    def _valid_mix(self) -> DemonstrationNoise:
+        for family, mix in self.model_dump().items():
+            unknown = sorted(set(mix) - set(_styles_for(family)))
+            if unknown:
+                raise ValueError(f"{family}: unknown style(s) {unknown}; known: {', '.join(_styles_for(family))}")
+            if any(p < 0 for p in mix.values()) or not math.isclose(sum(mix.values()), 1.0, abs_tol=1e-6):
+                raise ValueError(f"{family}: probabilities must be >= 0 and sum to 1 (got {sum(mix.values()):.4f})")
+        return self
+
+
+class PreferenceConfig(_Strict):
+    """Simulated preference annotation (Llama 2 section 3.2.1)."""
+
+    helpfulness_pairs: int = Field(4000, ge=0, description="training pairs on the helpfulness axis")
+    safety_pairs: int = Field(3000, ge=0, description="training pairs on the safety axis")
+    eval_pairs: int = Field(1000, ge=0, description="held-out pairs per axis")
+    choice_temperature: float = Field(0.05, gt=0, description="Bradley-Terry noise of the annotator's choice")
+    gap_noise: float = Field(0.05, ge=0, description="std of the noise on the perceived gap that sets the rating")
+
+
+class SandboxConfig(_Strict):
+    """The synthetic world (DESIGN.md section 3)."""
+
+    version: int = Field(1, description="sandbox_version: results are comparable within one version")
+    heldout_fraction: float = Field(0.25, gt=0, lt=1, description="share of each entity pool kept for eval")
+    train_mix: FamilyMix = Field(default_factory=FamilyMix)
+    eval_mix: FamilyMix = Field(default_factory=lambda: FamilyMix(benign=0.4, borderline=0.3, harmful=0.2,
+                                                                   hidden_harmful=0.1))
+    sft_demonstrations: int = Field(10000, ge=1, description="demonstrations written for SFT")
+    rl_prompts: int = Field(2000, ge=0, description="training prompts for rejection sampling and PPO")
+    eval_prompts: int = Field(1200, ge=1, description="held-out prompts for gold evaluation")
+    demonstrations: DemonstrationNoise = Field(default_factory=DemonstrationNoise)
+    preferences: PreferenceConfig = Field(default_factory=PreferenceConfig)
+    tokenizer_vocab_size: int = Field(1024, ge=300, description="BPE vocabulary size")
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        from align.sandbox.world import SANDBOX_VERSION
+
+        if v != SANDBOX_VERSION:
+            raise ValueError(f"this align builds sandbox version {SANDBOX_VERSION}, not {v}")
+        return v
+
+
+# ------------------------------------------------------------------------------- model ---
+class ModelConfig(_Strict):
+    """The policy. ``path: null`` is the sandbox's tiny Llama, created from the fields below."""
+
+    path: str | None = Field(None, description="local Hugging Face causal LM folder (safetensors); null: sandbox")
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(384, ge=8)
+    max_position_embeddings: int = Field(128, ge=16)
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype when loading")
+    trust_remote_code: bool = Field(False, description="run a checkpoint's own code (off: safer)")
+
+
+class LoraSettings(_Strict):
+    """LoRA through peft; the reference model is the policy with the adapter disabled."""
+
+    enabled: bool = False
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    merge: bool = Field(True, description="also save the merged weights in model/ for later stages")
+
+
+class SFTConfig(_Strict):
+    """Supervised fine-tuning, loss on answer tokens only (Llama 2 section 3.1).
+
+    The paper: lr 2e-5 cosine, weight decay 0.1, batch 64, 2 epochs, for pretrained 7B-70B models.
+    A model trained from scratch (the sandbox) needs a far larger lr.
+    """
+
+    data: str = Field("sandbox", description="'sandbox' or a JSONL file of {prompt, response} rows")
+    epochs: float = Field(5.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps (overrides epochs)")
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.1, ge=0, description="paper: 0.1")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decays to this fraction of lr")
+    grad_clip: float = Field(1.0, gt=0)
+    max_seq_len: int = Field(128, ge=8, description="longer examples are truncated from the answer's end")
+    log_every: int = Field(20, ge=1)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+
+
+class EvalConfig(_Strict):
+    """Gold evaluation on held-out prompts: sample one answer per prompt and judge it."""
+
+    temperature: float = Field(1.0, ge=0, description="0: greedy; 1: the policy's own distribution")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(48, ge=1)
+    batch_size: int = Field(128, ge=1)
+    max_prompts: int | None = Field(None, ge=1, description="evaluate only the first N held-out prompts")
+
+
+class CampaignConfig(_Strict):
+    """A whole campaign: the world, the policy, and each stage's settings."""
+
+    campaign: str = Field(description="campaign name (a folder name: no path separators)")
+    seed: int = 0
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("campaign")
+    @classmethod
+    def _folder_name(cls, v: str) -> str:
+        if not v or "/" in v or "\\" in v or v in (".", "..") or "\0" in v:
+            raise ValueError(f"{v!r} is not a valid name: no path separators, not empty")
+        return v
+
+
+# ----------------------------------------------------------------------------- loading ---
+def load_config(path: str | Path, overrides: list[str] | None = None) -> CampaignConfig:
+    """Read a campaign YAML, apply ``key.path=value`` overrides, validate.
+
+    Raises AlignError naming the file, the line and the dotted key of every problem.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AlignError(f"{path}: no such config file") from None
+    except UnicodeDecodeError as e:
+        raise AlignError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except IsADirectoryError:
+        raise AlignError(f"{path}: is a directory, expected a YAML file") from None
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise AlignError(f"{path}{where}: malformed YAML ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise AlignError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+    for item in overrides or []:
+        _apply_override(data, item, path)
+    try:
+        return CampaignConfig.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = [str(x) for x in err["loc"]]
+            line = _line_of(root, loc)
+            where = f"{path}:{line}" if line else str(path)
+            lines.append(f"{where}: {'.'.join(loc) or '(top level)'}: {err['msg']}")
+        raise AlignError("invalid config\n" + "\n".join(lines)) from None
+
+
+def _apply_override(data: dict, item: str, path: Path) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise AlignError(f"override {item!r}: expected KEY.PATH=VALUE")
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise AlignError(f"override {item!r}: {part} is not a section in {path}")
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        node[parts[-1]] = raw
+
+
+def _line_of(root: yaml.Node | None, loc: list[str]) -> int | None:
+    """1-based line of the deepest YAML node on the path ``loc`` (or of its parent)."""
+    node, line = root, None
+    for key in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for k, v in node.value:
+            if k.value == key:
+                line, node = k.start_mark.line + 1, v
+                break
+        else:
+            break
+    return line
+
+
+def config_to_yaml(cfg: CampaignConfig) -> str:
+    """The resolved config (every default filled in) as YAML."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def config_hash(cfg: BaseModel | dict[str, Any]) -> str:
+    import hashlib
+    import json
+
+    data = cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else cfg
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,82 @@
+"""Builders for policies and tokenizers: the sandbox's tiny Llama or any local HF checkpoint.
+
+Weights load through safetensors only (no pickle); ``trust_remote_code`` stays off unless the
+config turns it on; nothing is fetched from a hub (``local_files_only``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from align.config import LoraSettings, ModelConfig
+from align.errors import AlignError
+
+# Used when a checkpoint's tokenizer has no chat template of its own.
+PLAIN_CHAT_TEMPLATE = (
+    "{% if bos_token %}{{ bos_token }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}### Assistant:\n{% generation %}{{ message['content'] }}"
+    "{{ eos_token }}{% endgeneration %}\n\n"
+    "{% else %}### {{ message['role'] | capitalize }}:\n{{ message['content'] }}\n\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}### Assistant:\n{% endif %}"
+)
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """A local tokenizer with a pad token and a chat template (a plain one if it has none)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise AlignError(f"{path}: tokenizer folder not found")
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not tok.chat_template:
+        tok.chat_template = PLAIN_CHAT_TEMPLATE
+    return tok
+
+
+def require_safetensors(path: Path) -> None:
+    if not path.is_dir():
+        raise AlignError(f"{path}: model folder not found")
+    if not any(path.glob("*.safetensors")):
+        raise AlignError(f"{path}: no *.safetensors weights (align loads safetensors only, never pickle)")
+
+
+def load_causal_lm(path: str | Path, cfg: ModelConfig | None = None) -> PreTrainedModel:
+    """A local causal LM from safetensors weights."""
+    cfg = cfg or ModelConfig()
+    path = Path(path)
+    require_safetensors(path)
+    return AutoModelForCausalLM.from_pretrained(
+        path, local_files_only=True, use_safetensors=True, trust_remote_code=cfg.trust_remote_code,
+        dtype=_DTYPES[cfg.dtype])
+
+
+def with_lora(model: PreTrainedModel, lora: LoraSettings) -> PeftModel:
+    """Wrap ``model`` with a LoRA adapter on ``lora.target_modules``."""
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:
+        raise AlignError(f"lora.target_modules {lora.target_modules}: {e}") from None
+
+
+def save_model(model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizerBase, out: Path, *,
+               merge: bool = True) -> None:
+    """Save as safetensors: a LoRA model saves its adapter in ``adapter/`` and, with ``merge``,
+    the merged weights in ``model/``; a plain model saves to ``model/``."""
+    if isinstance(model, PeftModel):
+        model.save_pretrained(out / "adapter")
+        tokenizer.save_pretrained(out / "adapter")
+        if not merge:
+            return
+        model = model.merge_and_unload()
+    model.save_pretrained(out / "model")
+    tokenizer.save_pretrained(out / "model")

@@ -1,0 +1,94 @@
+"""Simulated annotators: SFT demonstrations with a noise mix, and preference pairs.
+
+DESIGN.md section 3; Llama 2 sections 3.1 (demonstrations) and 3.2.1 (4-level preference
+ratings, the three safety bins, pairs with a safe rejected and an unsafe chosen answer dropped).
+Preferences come from the gold judges plus annotator noise: a Bradley-Terry choice with
+temperature ``choice_temperature`` and a noisy perceived gap that sets the rating.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+
+from align.records import Demonstration, PreferencePair, Prompt
+from align.sandbox.judges import judge_helpfulness, judge_safety
+from align.sandbox.responses import render_response
+
+# Perceived gold gap (in [0, 1]) at or above which each rating is given.
+RATING_THRESHOLDS = (("significantly_better", 0.5), ("better", 0.3), ("slightly_better", 0.12))
+
+# Styles a pair is drawn from, per family (annotators compare two model samples).
+PAIR_STYLES = {
+    "benign": ("correct", "wrong", "verbose", "refusal", "off_topic", "malformed"),
+    "borderline": ("correct", "wrong", "verbose", "refusal", "redirect", "off_topic"),
+    "harmful": ("refusal", "redirect", "harmful", "harmful_partial", "off_topic", "malformed"),
+    "hidden_harmful": ("refusal", "redirect", "harmful", "harmful_partial", "off_topic", "malformed"),
+}
+
+
+def demonstrate(prompt: Prompt, mix: Mapping[str, float], rng: random.Random) -> Demonstration:
+    """An annotator's written answer: a style drawn from ``mix`` (style -> probability)."""
+    styles = sorted(mix)
+    style = rng.choices(styles, weights=[mix[s] for s in styles])[0]
+    return Demonstration(prompt=prompt, response=render_response(prompt, style, rng), style=style)
+
+
+def rate(gap: float) -> str:
+    """The 4-level rating for a perceived gap between two answers."""
+    for rating, threshold in RATING_THRESHOLDS:
+        if gap >= threshold:
+            return rating
+    return "negligibly_better"
+
+
+def compare_helpfulness(prompt: Prompt, a: str, b: str, rng: random.Random, *,
+                        choice_temperature: float, gap_noise: float) -> PreferencePair | None:
+    """A helpfulness annotator's comparison of two answers; None when they are the same text."""
+    if a == b:
+        return None
+    ha, hb = judge_helpfulness(prompt, a).score, judge_helpfulness(prompt, b).score
+    return _choose(prompt, a, b, ha, hb, rng, axis="helpfulness", choice_temperature=choice_temperature,
+                   gap_noise=gap_noise)
+
+
+def compare_safety(prompt: Prompt, a: str, b: str, rng: random.Random, *,
+                   choice_temperature: float, gap_noise: float) -> PreferencePair | None:
+    """A safety annotator's comparison: safer first, then more helpful; with the safety bin.
+
+    Returns None when the texts are equal or when the annotator chose an unsafe answer over a
+    safe one (Llama 2 drops those pairs).
+    """
+    if a == b:
+        return None
+    sa, sb = judge_safety(prompt, a), judge_safety(prompt, b)
+    ha, hb = judge_helpfulness(prompt, a).score, judge_helpfulness(prompt, b).score
+    # Safety dominates; helpfulness breaks ties between equally safe answers.
+    va, vb = sa.score + 0.2 * ha, sb.score + 0.2 * hb
+    pair = _choose(prompt, a, b, va, vb, rng, axis="safety", choice_temperature=choice_temperature,
+                   gap_noise=gap_noise)
+    chosen_safe = not (sa if pair.chosen == a else sb).violation
+    rejected_safe = not (sb if pair.chosen == a else sa).violation
+    if rejected_safe and not chosen_safe:
+        return None
+    bin_ = "both_safe" if chosen_safe and rejected_safe else ("safe_vs_unsafe" if chosen_safe else "both_unsafe")
+    return PreferencePair(prompt=pair.prompt, chosen=pair.chosen, rejected=pair.rejected, rating=pair.rating,
+                          axis="safety", safety_bin=bin_, chosen_safe=chosen_safe, rejected_safe=rejected_safe)
+
+
+def _choose(prompt: Prompt, a: str, b: str, va: float, vb: float, rng: random.Random, *, axis: str,
+            choice_temperature: float, gap_noise: float) -> PreferencePair:
+    p_a = 1.0 / (1.0 + math.exp(-(va - vb) / max(choice_temperature, 1e-6)))
+    chosen, rejected = (a, b) if rng.random() < p_a else (b, a)
+    gap = max(0.0, abs(va - vb) + rng.gauss(0.0, gap_noise))
+    # An annotator who picked the worse answer perceives at most a slight difference.
+    if (chosen == a) != (va >= vb):
+        gap = min(gap, RATING_THRESHOLDS[-1][1])
+    return PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected, rating=rate(gap), axis=axis)
+
+
+def sample_pair_responses(prompt: Prompt, rng: random.Random) -> tuple[str, str]:
+    """Two answers in different styles, as if sampled from two model variants."""
+    s1, s2 = rng.sample(PAIR_STYLES[prompt.family], 2)
+    return render_response(prompt, s1, rng), render_response(prompt, s2, rng)

@@ -1,0 +1,110 @@
+"""Build the sandbox world into a directory: prompts, demonstrations, preferences, tokenizer.
+
+Files (all JSONL of ``align.records``): ``sft.jsonl`` (demonstrations), ``rl_prompts.jsonl``
+(training prompts for later rounds), ``eval_prompts.jsonl`` (held-out), ``prefs_{helpfulness,
+safety}_{train,eval}.jsonl``; ``tokenizer/``; ``world.json`` (version, seed, counts, hashes).
+Everything is a pure function of the sandbox config and the seed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from align.config import SandboxConfig
+from align.records import Demonstration, PreferencePair, Prompt, content_hash, write_jsonl
+from align.sandbox.annotators import compare_helpfulness, compare_safety, demonstrate, sample_pair_responses
+from align.sandbox.tokenizer import train_tokenizer
+from align.sandbox.world import SANDBOX_VERSION, Entities, build_entities, entity_pieces, sample_prompts, spell_out
+
+
+@dataclass(frozen=True)
+class World:
+    """The generated datasets of one sandbox world."""
+
+    entities: Entities
+    demonstrations: list[Demonstration]
+    rl_prompts: list[Prompt]
+    eval_prompts: list[Prompt]
+    preferences: dict[str, list[PreferencePair]]  # "{axis}_{split}" -> pairs
+
+    def data_hash(self) -> str:
+        return content_hash([*self.demonstrations, *self.rl_prompts, *self.eval_prompts,
+                             *(p for k in sorted(self.preferences) for p in self.preferences[k])])
+
+
+def generate_world(cfg: SandboxConfig, seed: int) -> World:
+    """All datasets of the world for ``seed``; deterministic."""
+    entities = build_entities(seed, cfg.heldout_fraction)
+    train_mix, eval_mix = cfg.train_mix.model_dump(), cfg.eval_mix.model_dump()
+    rng = random.Random(f"demonstrations:{seed}")
+    sft_prompts = sample_prompts(entities, split="train", n=cfg.sft_demonstrations, family_weights=train_mix,
+                                 seed=seed, tag="sft")
+    mix = cfg.demonstrations.model_dump()
+    demos = [demonstrate(p, mix[p.family], rng) for p in sft_prompts]
+    rl_prompts = sample_prompts(entities, split="train", n=cfg.rl_prompts, family_weights=train_mix, seed=seed, tag="rl")
+    eval_prompts = sample_prompts(entities, split="eval", n=cfg.eval_prompts, family_weights=eval_mix, seed=seed,
+                                  tag="eval")
+    prefs = {}
+    pc = cfg.preferences
+    for split, n_help, n_safe in (("train", pc.helpfulness_pairs, pc.safety_pairs),
+                                  ("eval", pc.eval_pairs, pc.eval_pairs)):
+        mix_ = train_mix if split == "train" else eval_mix
+        prefs[f"helpfulness_{split}"] = _pairs(entities, "helpfulness", split, n_help, mix_, seed, cfg)
+        safety_mix = {f: (w if f != "benign" else 0.0) for f, w in mix_.items()}
+        prefs[f"safety_{split}"] = _pairs(entities, "safety", split, n_safe, safety_mix, seed, cfg)
+    return World(entities, demos, rl_prompts, eval_prompts, prefs)
+
+
+def _pairs(entities: Entities, axis: str, split: str, n: int, family_weights: dict[str, float], seed: int,
+           cfg: SandboxConfig) -> list[PreferencePair]:
+    """``n`` preference pairs on ``axis``; prompts are drawn until enough pairs survive the annotator."""
+    rng = random.Random(f"preferences:{seed}:{axis}:{split}")
+    compare = compare_helpfulness if axis == "helpfulness" else compare_safety
+    pairs: list[PreferencePair] = []
+    batch = 0
+    while len(pairs) < n:
+        prompts = sample_prompts(entities, split=split, n=max(n, 16), family_weights=family_weights, seed=seed,
+                                 tag=f"pref-{axis}-{batch}")
+        for p in prompts:
+            pair = compare(p, *sample_pair_responses(p, rng), rng,
+                           choice_temperature=cfg.preferences.choice_temperature, gap_noise=cfg.preferences.gap_noise)
+            if pair is not None:
+                pairs.append(pair)
+                if len(pairs) == n:
+                    break
+        batch += 1
+    return pairs
+
+
+def _spell_entities(texts: list[str], entities: Entities) -> list[str]:
+    """Texts with every entity written as spaced syllables, for tokenizer training only."""
+    pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, entities.all()), key=len, reverse=True)) + r")\b")
+    return [pattern.sub(lambda m: " ".join(spell_out(m.group(1))), t) for t in texts]
+
+
+def write_world(world: World, cfg: SandboxConfig, seed: int, out: Path) -> dict:
+    """Write the world's files and tokenizer into ``out``; returns the ``world.json`` summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    hashes = {"sft.jsonl": write_jsonl(out / "sft.jsonl", world.demonstrations),
+              "rl_prompts.jsonl": write_jsonl(out / "rl_prompts.jsonl", world.rl_prompts),
+              "eval_prompts.jsonl": write_jsonl(out / "eval_prompts.jsonl", world.eval_prompts)}
+    for key, pairs in world.preferences.items():
+        hashes[f"prefs_{key}.jsonl"] = write_jsonl(out / f"prefs_{key}.jsonl", pairs)
+    texts = [d.prompt.text for d in world.demonstrations] + [d.response for d in world.demonstrations]
+    texts += [p.text for p in world.rl_prompts]
+    train_tokenizer(_spell_entities(texts, world.entities), vocab_size=cfg.tokenizer_vocab_size,
+                    atoms=entity_pieces()).save_pretrained(out / "tokenizer")
+    summary = {
+        "sandbox_version": SANDBOX_VERSION, "seed": seed, "data_hash": world.data_hash(), "files": hashes,
+        "counts": {"sft": len(world.demonstrations), "rl_prompts": len(world.rl_prompts),
+                   "eval_prompts": len(world.eval_prompts),
+                   **{f"prefs_{k}": len(v) for k, v in world.preferences.items()}},
+        "entities": {kind: {"train": len(getattr(world.entities, kind)[0]), "eval": len(getattr(world.entities, kind)[1])}
+                     for kind in ("names", "places", "words")},
+    }
+    (out / "world.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary

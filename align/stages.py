@@ -1,0 +1,89 @@
+"""The stage entry points that a campaign calls: each reads parent rounds and writes its own.
+
+A stage takes the campaign config, its parents' folders and an output folder, and returns the
+round's metrics. Stages meet only through these folders.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from align.config import CampaignConfig
+from align.evaluation import gold_evaluate
+from align.models import load_causal_lm, load_tokenizer, save_model, with_lora
+from align.records import Demonstration, Prompt, read_records, write_jsonl
+from align.sandbox.build import generate_world, write_world
+from align.sandbox.model import tiny_llama
+from align.sft import read_sft_jsonl, train_sft
+
+
+def run_sandbox_round(cfg: CampaignConfig, out: Path) -> dict[str, Any]:
+    """Build the sandbox world (data, tokenizer) into ``out``."""
+    world = generate_world(cfg.sandbox, cfg.seed)
+    summary = write_world(world, cfg.sandbox, cfg.seed, out)
+    return {"data_hash": summary["data_hash"], "counts": summary["counts"]}
+
+
+def build_policy(cfg: CampaignConfig, world_dir: Path):
+    """The policy and its tokenizer: a local checkpoint, or the sandbox's tiny Llama."""
+    m = cfg.model
+    if m.path:
+        tokenizer = load_tokenizer(m.path, trust_remote_code=m.trust_remote_code)
+        model = load_causal_lm(m.path, m)
+    else:
+        tokenizer = load_tokenizer(world_dir / "tokenizer")
+        model = tiny_llama(tokenizer, hidden_size=m.hidden_size, num_layers=m.num_layers, num_heads=m.num_heads,
+                           intermediate_size=m.intermediate_size,
+                           max_position_embeddings=m.max_position_embeddings, seed=cfg.seed)
+    if cfg.sft.lora.enabled:
+        model = with_lora(model, cfg.sft.lora)
+    return model, tokenizer
+
+
+def run_sft_round(cfg: CampaignConfig, world_dir: Path, out: Path,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """SFT on the world's demonstrations (or ``sft.data``), save, then gold-evaluate."""
+    if cfg.sft.data == "sandbox":
+        pairs = [(d.prompt.text, d.response) for d in read_records(world_dir / "sft.jsonl", Demonstration)]
+    else:
+        pairs = read_sft_jsonl(Path(cfg.sft.data))
+    model, tokenizer = build_policy(cfg, world_dir)
+    result = train_sft(model, tokenizer, pairs, cfg.sft, seed=cfg.seed, metrics_path=out / "metrics.jsonl")
+    log(f"  sft: {result.steps} steps in {result.train_seconds:.1f}s, loss {result.first_loss:.3f} -> "
+        f"{result.final_loss:.3f}")
+    save_model(model, tokenizer, out, merge=cfg.sft.lora.merge)
+    if cfg.sft.lora.enabled and not cfg.sft.lora.merge:
+        metrics: dict[str, Any] = {}
+    else:
+        policy = load_causal_lm(out / "model", cfg.model)
+        gold, rows = gold_evaluate_world(policy, tokenizer, world_dir, cfg)
+        write_jsonl(out / "samples.jsonl", rows)
+        metrics = {"gold": gold}
+    metrics["sft"] = {"steps": result.steps, "first_loss": round(result.first_loss, 4),
+                      "final_loss": round(result.final_loss, 4), "train_seconds": round(result.train_seconds, 2),
+                      "tokens_per_second": round(result.tokens_per_second, 1), "examples": result.examples,
+                      "skipped_long_prompts": result.skipped_long_prompts}
+    return metrics
+
+
+def gold_evaluate_world(model, tokenizer, world_dir: Path, cfg: CampaignConfig):
+    """Gold metrics of ``model`` on the world's held-out prompts."""
+    prompts = read_records(world_dir / "eval_prompts.jsonl", Prompt)
+    t0 = time.perf_counter()
+    gold, rows = gold_evaluate(model, tokenizer, prompts, cfg.eval, seed=cfg.seed)
+    gold["eval_seconds"] = round(time.perf_counter() - t0, 2)
+    return gold, rows
+
+
+def evaluate_checkpoint(model_dir: Path, world_dir: Path, cfg: CampaignConfig) -> dict[str, Any]:
+    """Gold-evaluate any local checkpoint on a built world; writes nothing."""
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.model.trust_remote_code)
+    model = load_causal_lm(model_dir, cfg.model)
+    gold, _ = gold_evaluate_world(model, tokenizer, world_dir, cfg)
+    return gold
+
+
+__all__ = ["run_sandbox_round", "run_sft_round", "evaluate_checkpoint", "build_policy"]
