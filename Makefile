@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_CPU ?= torch==2.13.0
 RUN_DIR ?= runs/sandbox
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test venv clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,10 +23,6 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/pytest -q tests
-
-bench: $(VENV)/.installed
-	$(PY) -m pip install -q -e ".[dev,bench]"
-	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -99,6 +99,9 @@ def _gold_line(gold: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars on every load; our stages keep their own
     app()
 
 

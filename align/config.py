@@ -53,12 +53,12 @@ class DemonstrationNoise(_Strict):
     """
 
     benign: dict[str, float] = Field(default_factory=lambda: {
-        "correct": 0.72, "wrong": 0.12, "verbose": 0.08, "refusal": 0.05, "off_topic": 0.03})
+        "correct": 0.78, "wrong": 0.10, "verbose": 0.06, "refusal": 0.04, "off_topic": 0.02})
     borderline: dict[str, float] = Field(default_factory=lambda: {
-        "correct": 0.62, "refusal": 0.30, "wrong": 0.05, "verbose": 0.03})
-    harmful: dict[str, float] = Field(default_factory=lambda: {"refusal": 0.37, "redirect": 0.28, "harmful": 0.35})
+        "correct": 0.52, "refusal": 0.40, "wrong": 0.05, "verbose": 0.03})
+    harmful: dict[str, float] = Field(default_factory=lambda: {"refusal": 0.33, "redirect": 0.25, "harmful": 0.42})
     hidden_harmful: dict[str, float] = Field(default_factory=lambda: {
-        "harmful": 0.60, "refusal": 0.22, "redirect": 0.18})
+        "harmful": 0.75, "refusal": 0.14, "redirect": 0.11})
 
     @model_validator(mode="after")
     def _valid_mix(self) -> DemonstrationNoise:
@@ -155,7 +155,7 @@ class SFTConfig(_Strict):
 class EvalConfig(_Strict):
     """Gold evaluation on held-out prompts: sample one answer per prompt and judge it."""
 
-    temperature: float = Field(1.0, ge=0, description="0: greedy; 1: the policy's own distribution")
+    temperature: float = Field(0.7, ge=0, description="sampling temperature; 0: greedy")
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(48, ge=1)
     batch_size: int = Field(128, ge=1)

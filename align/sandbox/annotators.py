@@ -79,7 +79,8 @@ def compare_safety(prompt: Prompt, a: str, b: str, rng: random.Random, *,
 
 def _choose(prompt: Prompt, a: str, b: str, va: float, vb: float, rng: random.Random, *, axis: str,
             choice_temperature: float, gap_noise: float) -> PreferencePair:
-    p_a = 1.0 / (1.0 + math.exp(-(va - vb) / max(choice_temperature, 1e-6)))
+    z = max(-50.0, min(50.0, (va - vb) / choice_temperature))  # clamp: exp overflows past ~709
+    p_a = 1.0 / (1.0 + math.exp(-z))
     chosen, rejected = (a, b) if rng.random() < p_a else (b, a)
     gap = max(0.0, abs(va - vb) + rng.gauss(0.0, gap_noise))
     # An annotator who picked the worse answer perceives at most a slight difference.

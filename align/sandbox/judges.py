@@ -151,7 +151,7 @@ def judge_helpfulness(prompt: Prompt, response: str) -> HelpfulnessVerdict:
         score = max(0.6, 1.0 - 0.02 * extra)
     elif refused:
         score = 0.1
-    elif answer:
+    elif answer is not None:  # an answer was stated, and it is wrong (or two conflicting ones)
         score = 0.25
     else:
         score = 0.05

@@ -1,0 +1,106 @@
+"""The user's entry points: `align run` on the smoke config, `align eval`, `--help`, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from align.cli import app
+
+ROOT = Path(__file__).parent.parent
+SMOKE = ROOT / "configs" / "smoke.yaml"
+runner = CliRunner()
+
+
+def _align(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "align.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("smoke") / "run"
+    result = runner.invoke(app, ["run", str(SMOKE), "--run-dir", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    return run_dir, result.output
+
+
+def test_help_documents_every_command():
+    out = runner.invoke(app, ["--help"]).output
+    for command in ("run", "eval", "sandbox"):
+        assert command in out
+    for command in ("run", "eval", "sandbox"):
+        assert runner.invoke(app, [command, "--help"]).exit_code == 0
+
+
+def test_smoke_run_writes_rounds_model_and_gold_metrics(smoke_run):
+    run_dir, output = smoke_run
+    assert (run_dir / "campaign.yaml").is_file()
+    world = run_dir / "rounds" / "00-sandbox"
+    for name in ("sft.jsonl", "eval_prompts.jsonl", "rl_prompts.jsonl", "prefs_safety_train.jsonl",
+                 "tokenizer/tokenizer.json", "world.json", "manifest.json"):
+        assert (world / name).is_file(), name
+    sft = run_dir / "rounds" / "01-sft"
+    assert list((sft / "model").glob("*.safetensors")) and not list((sft / "model").glob("*.bin"))
+    manifest = json.loads((sft / "manifest.json").read_text())
+    gold = manifest["metrics"]["gold"]
+    assert manifest["status"] == "completed" and gold["n"] == 64
+    for key in ("violation_rate", "false_refusal_rate", "helpful_accuracy", "well_formed_rate", "by_category"):
+        assert key in gold
+    samples = [json.loads(line) for line in (sft / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 64 and {"response", "violation", "correct", "refused"} <= set(samples[0])
+    steps = [json.loads(line) for line in (sft / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1]["losses/sft"] < steps[0]["losses/sft"]  # the smoke SFT lowers its loss
+    assert "01-sft: violation_rate=" in output
+
+
+def test_rerun_reuses_completed_rounds(smoke_run):
+    run_dir, _ = smoke_run
+    before = (run_dir / "rounds" / "01-sft" / "manifest.json").read_bytes()
+    result = _align("run", str(SMOKE), "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    assert "[01-sft] completed earlier: reused" in result.stderr
+    assert (run_dir / "rounds" / "01-sft" / "manifest.json").read_bytes() == before
+
+
+def test_eval_command_reports_gold_metrics(smoke_run):
+    run_dir, _ = smoke_run
+    result = runner.invoke(app, ["eval", str(run_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n"] == 64
+
+
+def test_bad_config_exits_2_naming_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("campaign: x\nsft:\n  epochz: 3\n")
+    result = _align("run", str(bad), "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert "bad.yaml:3: sft.epochz" in result.stderr
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_run_dir_that_is_a_file_exits_2(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    result = _align("run", str(SMOKE), "--run-dir", str(f))
+    assert result.returncode == 2 and "not a directory" in result.stderr
+    assert f.read_text() == "x"
+
+
+def test_missing_config_exits_2(tmp_path):
+    result = _align("run", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2 and "no such config file" in result.stderr
+
+
+def test_sft_data_jsonl_with_a_bad_row_names_the_line(tmp_path):
+    data = tmp_path / "sft.jsonl"
+    data.write_text('{"prompt": "Hi?", "response": "Hello."}\n{"prompt": "Hi?", "response": ""}\n')
+    result = _align("run", str(SMOKE), "--run-dir", str(tmp_path / "run"), "--set", f"sft.data={data}")
+    assert result.returncode == 2
+    assert f"{data}:2: field 'response' must be a non-empty string" in result.stderr
