@@ -30,22 +30,16 @@ def _load(tmp_path, text, overrides=None):
     return load_config(p, overrides)
 
 
-def test_unknown_key_names_its_path_and_line(tmp_path):
+@pytest.mark.parametrize("text,expected", [
+    ("campaign: x\nsft:\n  epochs: 1\n  learning_rat: 0.1\n",
+     "c.yaml:4: sft.learning_rat: Extra inputs are not permitted"),          # unknown key
+    ("campaign: x\nsft:\n  batch_size: many\n", "c.yaml:3: sft.batch_size:"),  # wrong type
+    ("seed: 3\n", "campaign: Field required"),                              # missing required field
+])
+def test_config_errors_name_the_key_and_line(tmp_path, text, expected):
     with pytest.raises(AlignError) as e:
-        _load(tmp_path, "campaign: x\nsft:\n  epochs: 1\n  learning_rat: 0.1\n")
-    assert "c.yaml:4: sft.learning_rat: Extra inputs are not permitted" in str(e.value)
-
-
-def test_wrong_type_names_the_key(tmp_path):
-    with pytest.raises(AlignError) as e:
-        _load(tmp_path, "campaign: x\nsft:\n  batch_size: many\n")
-    assert "c.yaml:3: sft.batch_size:" in str(e.value)
-
-
-def test_missing_required_field(tmp_path):
-    with pytest.raises(AlignError) as e:
-        _load(tmp_path, "seed: 3\n")
-    assert "campaign: Field required" in str(e.value)
+        _load(tmp_path, text)
+    assert expected in str(e.value)
 
 
 def test_nested_noise_mix_must_sum_to_one(tmp_path):

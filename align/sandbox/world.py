@@ -35,13 +35,16 @@ def entity_pieces() -> tuple[str, ...]:
 
 def spell_out(entity: str) -> list[str]:
     """Split an entity into its syllables (longest match first), e.g. ``Kesjor -> [Kes, jor]``."""
-    pieces = sorted(entity_pieces(), key=len, reverse=True)
+    pieces = _PIECES_LONGEST_FIRST
     out, rest = [], entity
     while rest:
         piece = next((p for p in pieces if rest.startswith(p)), rest[0])
         out.append(piece)
         rest = rest[len(piece):]
     return out
+
+
+_PIECES_LONGEST_FIRST = tuple(sorted(entity_pieces(), key=len, reverse=True))
 
 
 @dataclass(frozen=True)
