@@ -1,32 +1,50 @@
-"""Running a campaign into a run directory: the sandbox world, SFT, and gold evaluation.
+"""Planning and running a campaign as versioned rounds (DESIGN.md section 4).
 
-Layout (DESIGN.md section 4): ``campaign.yaml`` (the resolved config) and
-``rounds/<NN>-<kind>/`` each with ``manifest.json``. A round is built in a temporary folder and
-renamed into place when complete; a completed round whose config hash matches is reused.
+``plan_rounds`` turns the config's ordered stages into rounds ``<NN>-<kind>[-<name>]`` with
+their parents and the slice of the config each depends on. ``run_campaign`` walks the plan
+make-style: a round whose config hash and input hashes (parents' output digests, data files)
+match a completed round is reused; any other is built, after its parents verify, atomically
+through the ``CampaignStore``. ``campaign_status`` reads it all back.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from align.config import CampaignConfig, config_hash, config_to_yaml
+from align.config import CampaignConfig, config_to_yaml, load_config
 from align.errors import AlignError
+from align.store import CampaignStore, RoundRecord, code_version, digest, library_versions, sha256_file, write_atomic
 
-STAGES = ("sandbox", "sft")
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """A round to have: its id, kind, parents and the config it depends on."""
+
+    id: str
+    kind: str
+    parents: tuple[str, ...]
+    config: dict[str, Any]
+    data_files: tuple[Path, ...] = ()
+
+    @property
+    def config_hash(self) -> str:
+        return digest(self.config)
 
 
 @dataclass(frozen=True)
 class RoundResult:
-    """A completed round: where it is and what it measured."""
+    """A round after a run: where it is, what it measured, and whether it was reused."""
 
     id: str
     path: Path
@@ -34,57 +52,149 @@ class RoundResult:
     reused: bool
 
 
-def run_campaign(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None,
-                 log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> list[RoundResult]:
-    """Run (or resume) every stage up to ``until``; returns the rounds in order."""
-    from align.stages import run_sandbox_round, run_sft_round
+def plan_rounds(cfg: CampaignConfig) -> list[RoundPlan]:
+    """The rounds of the campaign, in order (one per declared stage)."""
+    plans: list[RoundPlan] = []
+    latest: dict[str, str] = {}
+    for i, stage in enumerate(cfg.stages):
+        round_id = f"{i:02d}-{stage.kind}" + (f"-{stage.name}" if stage.name else "")
+        base = {"kind": stage.kind, "seed": cfg.seed}
+        if stage.kind == "sandbox":
+            plan = RoundPlan(round_id, "sandbox", (), base | {"sandbox": cfg.sandbox.model_dump(mode="json")})
+        elif stage.kind == "sft":
+            data = () if cfg.sft.data == "sandbox" else (Path(cfg.sft.data),)
+            plan = RoundPlan(round_id, "sft", (latest["sandbox"],),
+                             base | {"model": cfg.model.model_dump(mode="json"), "sft": cfg.sft.model_dump(mode="json"),
+                                     "eval": cfg.eval.model_dump(mode="json")}, data)
+        else:
+            plan = RoundPlan(round_id, "eval", (latest["sandbox"], latest["policy"]),
+                             base | {"eval": cfg.eval.model_dump(mode="json"),
+                                     "model": {"dtype": cfg.model.dtype}})
+        plans.append(plan)
+        latest[stage.kind] = round_id
+        if stage.kind == "sft":
+            latest["policy"] = round_id
+    return plans
 
-    if until is not None and until not in STAGES:
-        raise AlignError(f"--until {until!r}: unknown stage; known: {', '.join(STAGES)}")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise AlignError(f"{run_dir}: run directory exists and is not a directory")
-    (run_dir / "rounds").mkdir(parents=True, exist_ok=True)
-    (run_dir / "campaign.yaml").write_text(config_to_yaml(cfg))
+
+def _input_hashes(plan: RoundPlan, done: dict[str, RoundRecord]) -> dict[str, str]:
+    hashes = {f"round:{p}": done[p].manifest["outputs_digest"] for p in plan.parents}
+    for f in plan.data_files:
+        if not f.is_file():
+            raise AlignError(f"{f}: data file of round {plan.id} not found")
+        hashes[f"file:{f}"] = sha256_file(f)
+    return hashes
+
+
+def _select(plans: list[RoundPlan], until: str | None) -> list[RoundPlan]:
+    if until is None:
+        return plans
+    for i, p in enumerate(plans):
+        if until in (p.id, p.kind):
+            return plans[: i + 1]
+    raise AlignError(f"--until {until!r}: no such stage or round; planned: {', '.join(p.id for p in plans)}")
+
+
+def run_campaign(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None,
+                 log: Log = _stderr) -> list[RoundResult]:
+    """Run or resume the campaign in ``run_dir``; returns the rounds of the plan, in order."""
+    from align.stages import STAGE_RUNNERS, StageContext
+
+    store = CampaignStore(run_dir)
+    plans = _select(plan_rounds(cfg), until)
+    for plan in plans:  # fail on a corrupted manifest before anything is written
+        store.read(plan.id)
     results: list[RoundResult] = []
-    world = _round(run_dir, "00-sandbox", "sandbox", cfg.sandbox.model_dump(mode="json") | {"seed": cfg.seed},
-                   lambda out: run_sandbox_round(cfg, out), log, parents=[])
-    results.append(world)
-    if until == "sandbox":
-        return results
-    sft_cfg = {"seed": cfg.seed, "model": cfg.model.model_dump(mode="json"), "sft": cfg.sft.model_dump(mode="json"),
-               "eval": cfg.eval.model_dump(mode="json"), "parent": world.id}
-    results.append(_round(run_dir, "01-sft", "sft", sft_cfg, lambda out: run_sft_round(cfg, world.path, out, log),
-                          log, parents=[world.id]))
+    done: dict[str, RoundRecord] = {}
+    with store.lock():
+        write_atomic(run_dir / "campaign.yaml", config_to_yaml(cfg))
+        for plan in plans:
+            inputs = _input_hashes(plan, done)
+            existing = store.read(plan.id)
+            if (existing and existing.manifest.get("config_hash") == plan.config_hash
+                    and existing.manifest.get("input_hashes") == inputs):
+                log(f"[{plan.id}] completed earlier: reused")
+                done[plan.id] = existing
+                results.append(RoundResult(plan.id, existing.path, existing.metrics, reused=True))
+                continue
+            for parent in plan.parents:
+                problems = store.verify(parent)
+                if problems:
+                    raise AlignError(f"round {plan.id} cannot build on round {parent}, which fails verification:\n  "
+                                     + "\n  ".join(problems)
+                                     + f"\nrestore the files, or delete {store.rounds_dir / parent} to rebuild it")
+            log(f"[{plan.id}] running {plan.kind}" + (" (inputs or config changed)" if existing else ""))
+            started = time.time()
+            with store.build(plan.id) as tmp:
+                ctx = StageContext(run_dir=run_dir, round_id=plan.id, log=log)
+                metrics = STAGE_RUNNERS[plan.kind](cfg, {p: done[p].path for p in plan.parents}, tmp, ctx)
+                ended = time.time()
+                manifest = {"id": plan.id, "kind": plan.kind, "parents": list(plan.parents), "config": plan.config,
+                            "config_hash": plan.config_hash, "input_hashes": inputs, "seed": cfg.seed,
+                            "campaign": cfg.campaign, "code_version": code_version(),
+                            "library_versions": library_versions(), "started": started, "ended": ended,
+                            "duration_s": round(ended - started, 3), "metrics": metrics}
+                done[plan.id] = store.commit(plan.id, tmp, manifest)
+            log(f"[{plan.id}] done in {ended - started:.1f}s")
+            results.append(RoundResult(plan.id, done[plan.id].path, metrics, reused=False))
     return results
 
 
-def _round(run_dir: Path, round_id: str, kind: str, stage_cfg: dict[str, Any],
-           build: Callable[[Path], dict[str, Any]], log: Callable[[str], None], *, parents: list[str]) -> RoundResult:
-    """Reuse the completed round if its config hash matches, else build it atomically."""
-    final = run_dir / "rounds" / round_id
-    digest = config_hash(stage_cfg)
-    manifest_path = final / "manifest.json"
-    if manifest_path.exists():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as e:
-            raise AlignError(f"{manifest_path}: corrupted manifest ({e.msg})") from None
-        if manifest.get("status") == "completed" and manifest.get("config_hash") == digest:
-            log(f"[{round_id}] completed earlier: reused")
-            return RoundResult(round_id, final, manifest.get("metrics", {}), reused=True)
-    log(f"[{round_id}] running {kind}")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{round_id}-", dir=run_dir / "rounds"))
-    started = time.time()
-    try:
-        metrics = build(tmp)
-        manifest = {"id": round_id, "kind": kind, "parents": parents, "config_hash": digest, "status": "completed",
-                    "started": started, "ended": time.time(), "metrics": metrics}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    log(f"[{round_id}] done in {time.time() - started:.1f}s")
-    return RoundResult(round_id, final, metrics, reused=False)
+# ---------------------------------------------------------------------------------- reading ---
+def load_run(run_dir: Path) -> tuple[CampaignConfig, CampaignStore]:
+    """The resolved config and store of an existing run directory."""
+    if not run_dir.is_dir():
+        raise AlignError(f"{run_dir}: no such run directory")
+    if not (run_dir / "campaign.yaml").is_file():
+        raise AlignError(f"{run_dir}: not a run directory (no campaign.yaml)")
+    return load_config(run_dir / "campaign.yaml"), CampaignStore(run_dir)
+
+
+def campaign_status(run_dir: Path) -> dict[str, Any]:
+    """``{"campaign", "rounds": [{id, kind, status, parents, config_hash, metrics, duration_s}]}`` in
+    campaign order; status is ``completed``, ``stale`` (config changed since) or ``pending``."""
+    cfg, store = load_run(run_dir)
+    rounds = []
+    for plan in plan_rounds(cfg):
+        record = store.read(plan.id)
+        if record is None:
+            status, metrics, duration = "pending", {}, None
+        else:
+            stale = record.manifest.get("config_hash") != plan.config_hash
+            status, metrics, duration = ("stale" if stale else "completed"), record.metrics, \
+                record.manifest.get("duration_s")
+        rounds.append({"id": plan.id, "kind": plan.kind, "status": status, "parents": list(plan.parents),
+                       "config_hash": plan.config_hash, "metrics": metrics, "duration_s": duration})
+    return {"campaign": cfg.campaign, "rounds": rounds}
+
+
+def verify_run(run_dir: Path) -> dict[str, list[str]]:
+    """Rehash every completed round's outputs: round id -> problems (empty when it verifies)."""
+    _, store = load_run(run_dir)
+    return {rid: store.verify(rid) for rid in store.round_ids()}
+
+
+def round_diff(run_dir: Path, a: str, b: str) -> dict[str, dict[str, tuple[Any, Any]]]:
+    """Config and metric keys whose values differ between rounds ``a`` and ``b``."""
+    _, store = load_run(run_dir)
+    records = []
+    for rid in (a, b):
+        record = store.read(rid)
+        if record is None:
+            raise AlignError(f"{run_dir}: no completed round {rid!r}; rounds: {', '.join(store.round_ids())}")
+        records.append(record)
+    out = {}
+    for section in ("config", "metrics"):
+        fa, fb = _flatten(records[0].manifest.get(section, {})), _flatten(records[1].manifest.get(section, {}))
+        out[section] = {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
+    return out
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -40,9 +40,9 @@ def _user_errors(fn: Callable) -> Callable:
 @_user_errors
 def run(config: ConfigArg,
         run_dir: Annotated[Optional[Path], typer.Option(help="run directory (default: runs/<campaign>)")] = None,
-        until: Annotated[Optional[str], typer.Option(help="stop after this stage: sandbox | sft")] = None,
+        until: Annotated[Optional[str], typer.Option(help="stop after this stage kind or round id")] = None,
         set_: SetOpt = None) -> None:
-    """Run or resume a campaign: build the sandbox world, SFT, gold evaluation."""
+    """Run or resume a campaign: plan its rounds, reuse completed ones, build the rest in order."""
     from align.campaign import run_campaign
     from align.config import load_config
 
@@ -56,6 +56,91 @@ def run(config: ConfigArg,
     typer.echo(f"run directory: {run_dir}")
 
 
+@app.command()
+@_user_errors
+def status(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
+           as_json: Annotated[bool, typer.Option("--json", help="print the machine-readable record")] = False) -> None:
+    """Show the campaign's rounds: status, key metrics, duration."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from align.campaign import campaign_status
+
+    record = campaign_status(run_dir)
+    if as_json:
+        typer.echo(json.dumps(record, indent=2))
+        return
+    table = Table(title=f"campaign {record['campaign']}  ({run_dir})")
+    for column in ("round", "kind", "status", "key metrics", "duration"):
+        table.add_column(column)
+    for r in record["rounds"]:
+        gold = r["metrics"].get("gold")
+        key = _gold_line(gold) if gold else " ".join(
+            f"{k}={str(r['metrics'][k])[:12]}" for k in ("data_hash",) if k in r["metrics"])
+        duration = f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else ""
+        table.add_row(r["id"], r["kind"], r["status"], key, duration)
+    Console().print(table)
+
+
+@app.command()
+@_user_errors
+def verify(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
+    """Rehash every output file of every completed round; exit 1 naming each mismatch."""
+    from align.campaign import verify_run
+
+    results = verify_run(run_dir)
+    bad = 0
+    for round_id, problems in results.items():
+        typer.echo(f"{round_id}: {'ok' if not problems else 'FAILED'}")
+        for problem in problems:
+            typer.echo(f"  {problem}")
+        bad += bool(problems)
+    if bad:
+        typer.echo(f"{bad} of {len(results)} rounds fail verification", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@_user_errors
+def lineage(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
+    """Print the round graph: each round under the rounds it was built from."""
+    from rich.console import Console
+    from rich.tree import Tree
+
+    from align.campaign import campaign_status
+
+    rounds = campaign_status(run_dir)["rounds"]
+    children: dict[str, list[dict[str, Any]]] = {r["id"]: [] for r in rounds}
+    for r in rounds:
+        for parent in r["parents"]:
+            children[parent].append(r)
+    tree = Tree(f"campaign {run_dir}")
+
+    def add(node: Tree, r: dict[str, Any]) -> None:
+        branch = node.add(f"{r['id']} ({r['status']})")
+        for child in children[r["id"]]:
+            add(branch, child)
+
+    for r in rounds:
+        if not r["parents"]:
+            add(tree, r)
+    Console().print(tree)
+
+
+@app.command()
+@_user_errors
+def diff(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
+         a: Annotated[str, typer.Argument(help="round id, e.g. 01-sft")],
+         b: Annotated[str, typer.Argument(help="round id")]) -> None:
+    """Config and metric differences between two rounds."""
+    from align.campaign import round_diff
+
+    for section, changes in round_diff(run_dir, a, b).items():
+        typer.echo(f"{section}: {len(changes)} difference(s)")
+        for key, (va, vb) in changes.items():
+            typer.echo(f"  {key}: {json.dumps(va)} -> {json.dumps(vb)}")
+
+
 @app.command("eval")
 @_user_errors
 def eval_(run_dir: Annotated[Path, typer.Argument(help="a run directory holding rounds/00-sandbox")],
@@ -64,15 +149,16 @@ def eval_(run_dir: Annotated[Path, typer.Argument(help="a run directory holding 
           as_json: Annotated[bool, typer.Option("--json", help="print the full metrics as JSON")] = False,
           set_: SetOpt = None) -> None:
     """Gold-evaluate a round's model, or any local checkpoint, on the run's held-out sandbox prompts."""
+    from align.campaign import load_run
     from align.config import load_config
     from align.stages import evaluate_checkpoint
 
-    cfg_path = run_dir / "campaign.yaml"
-    if not cfg_path.is_file():
-        raise AlignError(f"{run_dir}: not a run directory (no campaign.yaml)")
-    cfg = load_config(cfg_path, set_)
-    model_dir = model or run_dir / "rounds" / round_ / "model"
-    gold = evaluate_checkpoint(model_dir, run_dir / "rounds" / "00-sandbox", cfg)
+    load_run(run_dir)
+    cfg = load_config(run_dir / "campaign.yaml", set_)
+    world = next((p for p in sorted((run_dir / "rounds").glob("*-sandbox*")) if (p / "world.json").is_file()), None)
+    if world is None:
+        raise AlignError(f"{run_dir}: no completed sandbox round to evaluate on")
+    gold = evaluate_checkpoint(model or run_dir / "rounds" / round_ / "model", world, cfg)
     typer.echo(json.dumps(gold, indent=2) if as_json else _gold_line(gold))
 
 

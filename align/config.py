@@ -162,22 +162,62 @@ class EvalConfig(_Strict):
     max_prompts: int | None = Field(None, ge=1, description="evaluate only the first N held-out prompts")
 
 
+def _folder_name(v: str) -> str:
+    if not v or "/" in v or "\\" in v or v in (".", "..") or "\0" in v or v.startswith("."):
+        raise ValueError(f"{v!r} is not a valid name: no path separators, not empty, no leading dot")
+    return v
+
+
+STAGE_KINDS = ("sandbox", "sft", "eval")
+
+
+class StageSpec(_Strict):
+    """One stage of the campaign; each becomes a round ``<NN>-<kind>[-<name>]``."""
+
+    kind: Literal["sandbox", "sft", "eval"] = Field(description="sandbox: build the world; sft; eval: gold eval")
+    name: str | None = Field(None, description="optional suffix of the round id (a folder name)")
+
+    _name_ok = field_validator("name")(lambda cls, v: v if v is None else _folder_name(v))
+
+
+class TrackingConfig(_Strict):
+    """Optional experiment tracking through accelerate's trackers; the run directory stays the truth."""
+
+    backend: Literal["none", "tensorboard", "mlflow", "wandb"] = "none"
+    project: str = Field("align", description="tracker project / experiment name")
+
+
+def _default_stages() -> list[StageSpec]:
+    return [StageSpec(kind="sandbox"), StageSpec(kind="sft")]
+
+
 class CampaignConfig(_Strict):
-    """A whole campaign: the world, the policy, and each stage's settings."""
+    """A whole campaign: the world, the policy, each stage's settings, and the ordered stages."""
 
     campaign: str = Field(description="campaign name (a folder name: no path separators)")
     seed: int = 0
+    stages: list[StageSpec] = Field(default_factory=_default_stages, description="the rounds to run, in order")
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     sft: SFTConfig = Field(default_factory=SFTConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
-    @field_validator("campaign")
+    _campaign_ok = field_validator("campaign")(lambda cls, v: _folder_name(v))
+
+    @field_validator("stages")
     @classmethod
-    def _folder_name(cls, v: str) -> str:
-        if not v or "/" in v or "\\" in v or v in (".", "..") or "\0" in v:
-            raise ValueError(f"{v!r} is not a valid name: no path separators, not empty")
-        return v
+    def _stages_in_order(cls, stages: list[StageSpec]) -> list[StageSpec]:
+        if not stages:
+            raise ValueError("the stages list is empty: declare at least one stage, e.g. [{kind: sandbox}]")
+        seen: set[str] = set()
+        for i, stage in enumerate(stages):
+            if stage.kind in ("sft", "eval") and "sandbox" not in seen:
+                raise ValueError(f"stages[{i}] ({stage.kind}) needs a sandbox stage before it")
+            if stage.kind == "eval" and "sft" not in seen:
+                raise ValueError(f"stages[{i}] (eval) needs an sft stage before it")
+            seen.add(stage.kind)
+        return stages
 
 
 # ----------------------------------------------------------------------------- loading ---

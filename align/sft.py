@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_with_min_lr_schedule_with_warmup
 
 from align.chat import answer_ids, prompt_ids
-from align.config import SFTConfig
+from align.config import SFTConfig, TrackingConfig
 from align.errors import AlignError
 from align.records import iter_jsonl
 
@@ -122,9 +122,27 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.
 
 
 # -------------------------------------------------------------------------------- stage ---
+def make_accelerator(tracking: TrackingConfig | None, tracking_dir: Path | None) -> Accelerator:
+    """An Accelerator, with the configured experiment tracker (tensorboard, mlflow, wandb) if any."""
+    if tracking is None or tracking.backend == "none":
+        return Accelerator()
+    from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
+
+    available = {"tensorboard": is_tensorboard_available, "mlflow": is_mlflow_available,
+                 "wandb": is_wandb_available}[tracking.backend]()
+    if not available:
+        raise AlignError(f"tracking.backend: {tracking.backend!r} is not installed (pip install {tracking.backend})")
+    return Accelerator(log_with=tracking.backend, project_dir=str(tracking_dir) if tracking_dir else None)
+
+
 def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]],
-              cfg: SFTConfig, *, seed: int, metrics_path: Path | None = None) -> SFTResult:
-    """Fine-tune ``model`` in place on ``pairs`` with answer-only loss; returns an SFTResult."""
+              cfg: SFTConfig, *, seed: int, metrics_path: Path | None = None,
+              tracking: TrackingConfig | None = None, tracking_dir: Path | None = None) -> SFTResult:
+    """Fine-tune ``model`` in place on ``pairs`` with answer-only loss; returns an SFTResult.
+
+    Step metrics go to ``metrics_path`` (JSONL) and, when ``tracking`` names one, to an
+    accelerate tracker under ``tracking_dir``.
+    """
     set_seed(seed)
     examples, skipped = build_examples(tokenizer, pairs, max_seq_len=cfg.max_seq_len)
     if not examples:
@@ -134,7 +152,11 @@ def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
-    accelerator = Accelerator()
+    accelerator = make_accelerator(tracking, tracking_dir)
+    tracked = tracking is not None and tracking.backend != "none"
+    if tracked:
+        accelerator.init_trackers(tracking.project, config={k: v for k, v in cfg.model_dump().items()
+                                                             if isinstance(v, (int, float, str, bool))})
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
@@ -165,15 +187,20 @@ def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
         # 4. log
         losses.append(loss.item())
         tokens += int(batch["attention_mask"].sum())
-        if log and (step % cfg.log_every == 0 or step == total - 1):
+        if step % cfg.log_every == 0 or step == total - 1:
             elapsed = time.perf_counter() - t0
-            log.write(json.dumps({"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 4),
-                                  "losses/sft": round(losses[-1], 5), "charts/lr": scheduler.get_last_lr()[0],
-                                  "charts/grad_norm": round(float(grad_norm), 4),
-                                  "charts/tokens_per_s": round(tokens / elapsed, 1)}) + "\n")
+            record = {"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 4),
+                      "losses/sft": round(losses[-1], 5), "charts/lr": scheduler.get_last_lr()[0],
+                      "charts/grad_norm": round(float(grad_norm), 4), "charts/tokens_per_s": round(tokens / elapsed, 1)}
+            if log:
+                log.write(json.dumps(record) + "\n")
+            if tracked:
+                accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step + 1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     if log:
         log.close()
+    if tracked:
+        accelerator.end_training()
     elapsed = time.perf_counter() - t0
     tail = losses[-max(1, len(losses) // 10):]
     return SFTResult(steps=total, first_loss=losses[0], final_loss=sum(tail) / len(tail), train_seconds=elapsed,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,16 @@ from align.sandbox.model import tiny_llama
 from align.sft import read_sft_jsonl, train_sft
 
 
-def run_sandbox_round(cfg: CampaignConfig, out: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage may know of the campaign besides its inputs: where logs and trackers go."""
+
+    run_dir: Path
+    round_id: str
+    log: Callable[[str], None] = print
+
+
+def run_sandbox_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: StageContext) -> dict[str, Any]:
     """Build the sandbox world (data, tokenizer) into ``out``."""
     world = generate_world(cfg.sandbox, cfg.seed)
     summary = write_world(world, cfg.sandbox, cfg.seed, out)
@@ -43,16 +53,17 @@ def build_policy(cfg: CampaignConfig, world_dir: Path):
     return model, tokenizer
 
 
-def run_sft_round(cfg: CampaignConfig, world_dir: Path, out: Path,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_sft_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: StageContext) -> dict[str, Any]:
     """SFT on the world's demonstrations (or ``sft.data``), save, then gold-evaluate."""
+    (world_dir,) = parents.values()
     if cfg.sft.data == "sandbox":
         pairs = [(d.prompt.text, d.response) for d in read_records(world_dir / "sft.jsonl", Demonstration)]
     else:
         pairs = read_sft_jsonl(Path(cfg.sft.data))
     model, tokenizer = build_policy(cfg, world_dir)
-    result = train_sft(model, tokenizer, pairs, cfg.sft, seed=cfg.seed, metrics_path=out / "metrics.jsonl")
-    log(f"  sft: {result.steps} steps in {result.train_seconds:.1f}s, loss {result.first_loss:.3f} -> "
+    result = train_sft(model, tokenizer, pairs, cfg.sft, seed=cfg.seed, metrics_path=out / "metrics.jsonl",
+                       tracking=cfg.tracking, tracking_dir=ctx.run_dir / "tracking" / ctx.round_id)
+    ctx.log(f"  sft: {result.steps} steps in {result.train_seconds:.1f}s, loss {result.first_loss:.3f} -> "
         f"{result.final_loss:.3f}")
     save_model(model, tokenizer, out, merge=cfg.sft.lora.merge)
     if cfg.sft.lora.enabled and not cfg.sft.lora.merge:
@@ -78,6 +89,20 @@ def gold_evaluate_world(model, tokenizer, world_dir: Path, cfg: CampaignConfig):
     return gold, rows
 
 
+def run_eval_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: StageContext) -> dict[str, Any]:
+    """Gold evaluation of the parent policy round's model on the world's held-out prompts."""
+    world_dir, policy_dir = parents.values()
+    tokenizer = load_tokenizer(policy_dir / "model")
+    model = load_causal_lm(policy_dir / "model", cfg.model)
+    gold, rows = gold_evaluate_world(model, tokenizer, world_dir, cfg)
+    write_jsonl(out / "samples.jsonl", rows)
+    return {"gold": gold}
+
+
+STAGE_RUNNERS: dict[str, Callable[[CampaignConfig, dict[str, Path], Path, StageContext], dict[str, Any]]] = {
+    "sandbox": run_sandbox_round, "sft": run_sft_round, "eval": run_eval_round}
+
+
 def evaluate_checkpoint(model_dir: Path, world_dir: Path, cfg: CampaignConfig) -> dict[str, Any]:
     """Gold-evaluate any local checkpoint on a built world; writes nothing."""
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.model.trust_remote_code)
@@ -86,4 +111,5 @@ def evaluate_checkpoint(model_dir: Path, world_dir: Path, cfg: CampaignConfig) -
     return gold
 
 
-__all__ = ["run_sandbox_round", "run_sft_round", "evaluate_checkpoint", "build_policy"]
+__all__ = ["STAGE_RUNNERS", "StageContext", "build_policy", "evaluate_checkpoint", "run_eval_round",
+           "run_sandbox_round", "run_sft_round"]

@@ -1,0 +1,224 @@
+"""The campaign store: immutable, hashed rounds written atomically, and one writer at a time.
+
+DESIGN.md section 4. A round is built in ``rounds/.tmp-<id>-<pid>/``; its files are hashed and
+synced, ``manifest.json`` is written last, and the folder is renamed into place. A killed run
+leaves at most a temporary folder, which the next run removes under the lock. A completed round
+is never modified: when a round must be rebuilt, the old one is moved to ``rounds/.superseded/``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from align.errors import AlignError
+
+MANIFEST = "manifest.json"
+LOCK = ".lock"
+_LIBRARIES = ("torch", "transformers", "tokenizers", "peft", "accelerate", "datasets", "safetensors", "pydantic")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_outputs(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (but the manifest), by relative POSIX path."""
+    return {p.relative_to(folder).as_posix(): sha256_file(p)
+            for p in sorted(folder.rglob("*")) if p.is_file() and p != folder / MANIFEST}
+
+
+def digest(mapping: dict[str, Any]) -> str:
+    """One sha256 over a JSON-able mapping (sorted keys): the identity of a config or file set."""
+    return hashlib.sha256(json.dumps(mapping, sort_keys=True).encode()).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def code_version() -> str:
+    """align's version, with the git commit (and ``-dirty``) when run from a checkout."""
+    from align import __version__
+
+    here = Path(__file__).parent
+    try:
+        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        if rev.returncode != 0:
+            return __version__
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "."], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        return f"{__version__}+g{rev.stdout.strip()}{'-dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a small file so that readers see the old or the new content, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _crash_point(point: str, round_id: str) -> None:
+    """Fault injection for the resume tests: SIGKILL this process at a named point."""
+    if os.environ.get("ALIGN_CRASH_AT") == f"{point}:{round_id}":
+        os.kill(os.getpid(), 9)
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """A completed round as its manifest describes it."""
+
+    id: str
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.manifest.get("metrics", {})
+
+
+class CampaignStore:
+    """The rounds of one run directory."""
+
+    def __init__(self, run_dir: Path):
+        if run_dir.exists() and not run_dir.is_dir():
+            raise AlignError(f"{run_dir}: run directory exists and is not a directory")
+        self.run_dir = run_dir
+        self.rounds_dir = run_dir / "rounds"
+
+    # -- reading ------------------------------------------------------------------------
+    def round_ids(self) -> list[str]:
+        if not self.rounds_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.rounds_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def read(self, round_id: str) -> RoundRecord | None:
+        """The completed round ``round_id``, None if absent; a corrupted manifest is an AlignError."""
+        path = self.rounds_dir / round_id
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            return None
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            if not isinstance(manifest, dict) or not isinstance(manifest.get("outputs"), dict):
+                raise ValueError("not a manifest object with 'outputs'")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise AlignError(f"{manifest_path}: corrupted manifest ({e})") from None
+        return RoundRecord(round_id, path, manifest)
+
+    def verify(self, round_id: str) -> list[str]:
+        """Problems with a completed round: each changed, missing or unexpected file, named."""
+        record = self.read(round_id)
+        if record is None:
+            return [f"{self.rounds_dir / round_id}: no {MANIFEST}"]
+        expected = record.manifest["outputs"]
+        actual = hash_outputs(record.path)
+        problems = [f"{record.path / f}: missing" for f in sorted(set(expected) - set(actual))]
+        problems += [f"{record.path / f}: not in the manifest" for f in sorted(set(actual) - set(expected))]
+        problems += [f"{record.path / f}: sha256 mismatch (expected {expected[f][:12]}, found {actual[f][:12]})"
+                     for f in sorted(set(expected) & set(actual)) if expected[f] != actual[f]]
+        return problems
+
+    # -- writing (only under the lock) --------------------------------------------------------
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the campaign's single-writer lock (released by the OS if the process dies)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown process"
+                raise AlignError(f"{self.run_dir}: campaign is locked by another align run ({holder})") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {platform.node()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+                      .encode(), 0)
+            self._remove_stale_temporaries()
+            yield
+        finally:
+            os.close(fd)
+
+    def _remove_stale_temporaries(self) -> None:
+        if self.rounds_dir.is_dir():
+            for p in self.rounds_dir.glob(".tmp-*"):
+                shutil.rmtree(p, ignore_errors=True)
+
+    @contextmanager
+    def build(self, round_id: str) -> Iterator[Path]:
+        """A temporary folder to build ``round_id`` in; removed if the build fails."""
+        self.rounds_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.rounds_dir / f".tmp-{round_id}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def commit(self, round_id: str, tmp: Path, manifest: dict[str, Any]) -> RoundRecord:
+        """Hash and sync the files, write the manifest last, rename the round into place."""
+        _crash_point("files-written", round_id)
+        outputs = hash_outputs(tmp)
+        for f in outputs:
+            with open(tmp / f, "rb") as fh:
+                os.fsync(fh.fileno())
+        manifest = {**manifest, "outputs": outputs, "outputs_digest": digest(outputs), "status": "completed"}
+        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
+            f.write(text[: len(text) // 2])
+            f.flush()
+            _crash_point("manifest", round_id)  # a kill here leaves half a manifest, in the temporary folder
+            f.write(text[len(text) // 2:])
+            f.flush()
+            os.fsync(f.fileno())
+        for d in {tmp, *((tmp / f).parent for f in outputs)}:
+            _fsync_dir(d)
+        final = self.rounds_dir / round_id
+        if final.exists():  # a stale round being rebuilt: keep it, untouched, out of the way
+            superseded = self.rounds_dir / ".superseded"
+            superseded.mkdir(exist_ok=True)
+            os.replace(final, superseded / f"{round_id}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        _crash_point("before-rename", round_id)
+        os.replace(tmp, final)
+        _fsync_dir(self.rounds_dir)
+        _crash_point("after-rename", round_id)
+        return RoundRecord(round_id, final, manifest)
