@@ -5,3 +5,35 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+SMOKE = ROOT / "configs" / "smoke.yaml"
+
+
+def align_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run the ``align`` CLI in a subprocess, as a user would."""
+    return subprocess.run([sys.executable, "-m", "align.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def completed_smoke_run(tmp_path_factory) -> tuple[Path, str]:
+    """A finished ``align run configs/smoke.yaml`` (read-only: copy it before changing anything)."""
+    run_dir = tmp_path_factory.mktemp("smoke") / "run"
+    result = align_cli("run", str(SMOKE), "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    return run_dir, result.stdout
+
+
+@pytest.fixture
+def smoke_copy(completed_smoke_run, tmp_path) -> Path:
+    run_dir = tmp_path / "run"
+    shutil.copytree(completed_smoke_run[0], run_dir)
+    return run_dir

@@ -3,39 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import SMOKE
+from conftest import align_cli as _align
 from typer.testing import CliRunner
 
 from align.cli import app
 
-ROOT = Path(__file__).parent.parent
-SMOKE = ROOT / "configs" / "smoke.yaml"
 runner = CliRunner()
 
 
-def _align(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "align.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    result = runner.invoke(app, ["run", str(SMOKE), "--run-dir", str(run_dir)])
-    assert result.exit_code == 0, result.output
-    return run_dir, result.output
+@pytest.fixture
+def smoke_run(completed_smoke_run):
+    return completed_smoke_run
 
 
 def test_help_documents_every_command():
     out = runner.invoke(app, ["--help"]).output
-    for command in ("run", "eval", "sandbox"):
+    commands = ("run", "status", "verify", "lineage", "diff", "eval", "sandbox")
+    for command in commands:
         assert command in out
-    for command in ("run", "eval", "sandbox"):
+    for command in commands:
         assert runner.invoke(app, [command, "--help"]).exit_code == 0
 
 
@@ -60,8 +49,8 @@ def test_smoke_run_writes_rounds_model_and_gold_metrics(smoke_run):
     assert "01-sft: violation_rate=" in output
 
 
-def test_rerun_reuses_completed_rounds(smoke_run):
-    run_dir, _ = smoke_run
+def test_rerun_reuses_completed_rounds(smoke_copy):
+    run_dir = smoke_copy
     before = (run_dir / "rounds" / "01-sft" / "manifest.json").read_bytes()
     result = _align("run", str(SMOKE), "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr

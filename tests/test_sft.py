@@ -82,3 +82,17 @@ def test_sft_lowers_the_loss_and_learns_the_answers(tokenizer):
                        seed=0)
     assert result.steps == 60
     assert result.final_loss < 0.2 < 2.0 < result.first_loss
+
+
+def test_missing_tracker_backend_is_a_clear_error():
+    from accelerate.utils import is_wandb_available
+
+    from align.config import TrackingConfig
+    from align.errors import AlignError
+    from align.sft import make_accelerator
+
+    if is_wandb_available():
+        pytest.skip("wandb is installed here")
+    with pytest.raises(AlignError, match=r"tracking.backend: 'wandb' is not installed"):
+        make_accelerator(TrackingConfig(backend="wandb"), None)
+    assert make_accelerator(TrackingConfig(backend="none"), None).log_with == []
