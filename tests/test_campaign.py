@@ -177,3 +177,21 @@ def test_commands_on_a_folder_that_is_not_a_run_exit_2(tmp_path):
     for command in ("status", "verify", "lineage"):
         result = align_cli(command, str(tmp_path))
         assert result.returncode == 2 and "not a run directory" in result.stderr
+
+
+def test_tensorboard_tracking_logs_sft_steps_outside_the_rounds(tmp_path):
+    import pytest
+
+    pytest.importorskip("tensorboard")
+    run_dir = tmp_path / "run"
+    result = align_cli("run", str(SMOKE), "--run-dir", str(run_dir), "--until", "sft",
+                       "--set", "tracking.backend=tensorboard")
+    assert result.returncode == 0, result.stderr
+    events = list((run_dir / "tracking" / "01-sft").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    assert "losses/sft" in acc.Tags()["scalars"]
+    assert CampaignStore(run_dir).verify("01-sft") == []  # tracker files are not round outputs
