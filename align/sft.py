@@ -11,25 +11,23 @@ ignored); 3. backward, clip, optimizer and scheduler step; 4. log.
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_with_min_lr_schedule_with_warmup
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from align.chat import answer_ids, prompt_ids
 from align.config import SFTConfig, TrackingConfig
 from align.errors import AlignError
 from align.records import iter_jsonl
+from align.training import StepLog, adamw_cosine, make_accelerator
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (prompt and padding)
 
@@ -122,19 +120,6 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.
 
 
 # -------------------------------------------------------------------------------- stage ---
-def make_accelerator(tracking: TrackingConfig | None, tracking_dir: Path | None) -> Accelerator:
-    """An Accelerator, with the configured experiment tracker (tensorboard, mlflow, wandb) if any."""
-    if tracking is None or tracking.backend == "none":
-        return Accelerator()
-    from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
-
-    available = {"tensorboard": is_tensorboard_available, "mlflow": is_mlflow_available,
-                 "wandb": is_wandb_available}[tracking.backend]()
-    if not available:
-        raise AlignError(f"tracking.backend: {tracking.backend!r} is not installed (pip install {tracking.backend})")
-    return Accelerator(log_with=tracking.backend, project_dir=str(tracking_dir) if tracking_dir else None)
-
-
 def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]],
               cfg: SFTConfig, *, seed: int, metrics_path: Path | None = None,
               tracking: TrackingConfig | None = None, tracking_dir: Path | None = None) -> SFTResult:
@@ -153,21 +138,16 @@ def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
     accelerator = make_accelerator(tracking, tracking_dir)
-    tracked = tracking is not None and tracking.backend != "none"
-    if tracked:
-        accelerator.init_trackers(tracking.project, config={k: v for k, v in cfg.model_dump().items()
-                                                             if isinstance(v, (int, float, str, bool))})
+    log = StepLog(accelerator, metrics_path, project=tracking.project if tracking else None, config=cfg.model_dump())
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, num_warmup_steps=int(cfg.warmup_ratio * total), num_training_steps=total,
-        min_lr_rate=cfg.min_lr_ratio)
+    optimizer, scheduler = adamw_cosine(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                        warmup_steps=int(cfg.warmup_ratio * total), total_steps=total,
+                                        min_lr_ratio=cfg.min_lr_ratio)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     model.train()
 
     losses: list[float] = []
-    tokens, t0 = 0, time.perf_counter()
-    log = open(metrics_path, "a", encoding="utf-8") if metrics_path else None
+    tokens = 0
     batches: list[list[int]] = []
     bar = tqdm(range(total), desc="sft", disable=None)
     for step in bar:
@@ -188,20 +168,12 @@ def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs:
         losses.append(loss.item())
         tokens += int(batch["attention_mask"].sum())
         if step % cfg.log_every == 0 or step == total - 1:
-            elapsed = time.perf_counter() - t0
-            record = {"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 4),
-                      "losses/sft": round(losses[-1], 5), "charts/lr": scheduler.get_last_lr()[0],
-                      "charts/grad_norm": round(float(grad_norm), 4), "charts/tokens_per_s": round(tokens / elapsed, 1)}
-            if log:
-                log.write(json.dumps(record) + "\n")
-            if tracked:
-                accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step + 1)
+            log.write(step + 1, {"epoch": round((step + 1) / steps_per_epoch, 4), "losses/sft": round(losses[-1], 5),
+                                 "charts/lr": scheduler.get_last_lr()[0], "charts/grad_norm": round(float(grad_norm), 4),
+                                 "charts/tokens_per_s": round(tokens / log.elapsed, 1)})
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    if log:
-        log.close()
-    if tracked:
-        accelerator.end_training()
-    elapsed = time.perf_counter() - t0
+    log.close()
+    elapsed = log.elapsed
     tail = losses[-max(1, len(losses) // 10):]
     return SFTResult(steps=total, first_loss=losses[0], final_loss=sum(tail) / len(tail), train_seconds=elapsed,
                      tokens_per_second=tokens / elapsed, examples=len(examples), skipped_long_prompts=skipped)

@@ -89,7 +89,7 @@ def test_missing_tracker_backend_is_a_clear_error():
 
     from align.config import TrackingConfig
     from align.errors import AlignError
-    from align.sft import make_accelerator
+    from align.training import make_accelerator
 
     if is_wandb_available():
         pytest.skip("wandb is installed here")

@@ -1,0 +1,81 @@
+"""Reward-model data: the paper's mixing of helpfulness and safety pairs, and batching of chosen
+and rejected responses into one forward pass.
+
+Llama 2 section 3.2.2: the helpfulness RM trains on all helpfulness data plus an equal part
+sampled from the safety data; the safety RM on all safety data with helpfulness data making up
+10% of the mix (90/10), which helps on pairs where both responses are safe.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from align.chat import answer_ids, prompt_ids
+from align.errors import AlignError
+from align.records import PreferencePair
+
+
+def mix_pairs(own: Sequence[PreferencePair], other: Sequence[PreferencePair], *, other_share: float,
+              rng: random.Random) -> list[PreferencePair]:
+    """All of ``own`` plus pairs sampled from ``other`` so they are ``other_share`` of the mix.
+
+    ``other_share = 0.5`` is the helpfulness RM's "equal part"; ``0.1`` is the safety RM's 90/10.
+    Sampling is without replacement while ``other`` lasts, then with replacement.
+    """
+    if not own:
+        raise AlignError("no preference pairs on the reward model's own axis")
+    if not 0 <= other_share < 1:
+        raise AlignError(f"other_share must be in [0, 1), got {other_share}")
+    n_other = round(len(own) * other_share / (1 - other_share))
+    if n_other and not other:
+        raise AlignError(f"the mix asks for {n_other} pairs of the other axis, and there are none")
+    pool = list(other)
+    rng.shuffle(pool)
+    sampled = pool[:n_other] + [rng.choice(pool) for _ in range(max(0, n_other - len(pool)))]
+    mixed = list(own) + sampled
+    rng.shuffle(mixed)
+    return mixed
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, max_len: int) -> list[int]:
+    """Token ids a reward model reads for (prompt, response).
+
+    Causal LMs read the chat format, answer ended by EOS (the score is read at the last token).
+    Encoders with a [CLS] token (BERT, MiniLM) read the text pair with their special tokens,
+    the longer of the two cut first when the pair is too long.
+    """
+    if tokenizer.cls_token_id is not None:
+        return tokenizer(prompt, response, truncation="longest_first", max_length=max_len)["input_ids"]
+    ids = prompt_ids(tokenizer, prompt) + answer_ids(tokenizer, response)
+    return ids[-max_len:]  # keep the end: the score is read at the final token
+
+
+@dataclass(frozen=True)
+class EncodedPair:
+    chosen: list[int]
+    rejected: list[int]
+    rating: str
+    chosen_safe: bool | None
+    rejected_safe: bool | None
+
+
+def encode_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair], max_len: int) -> list[EncodedPair]:
+    return [EncodedPair(encode(tokenizer, p.prompt.text, p.chosen, max_len),
+                        encode(tokenizer, p.prompt.text, p.rejected, max_len), p.rating, p.chosen_safe,
+                        p.rejected_safe) for p in pairs]
+
+
+def collate_pairs(batch: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``(2B, T)`` ids: the B chosen responses, then the B rejected ones."""
+    seqs = [e.chosen for e in batch] + [e.rejected for e in batch]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
+    return {"input_ids": ids, "attention_mask": mask}
