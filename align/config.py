@@ -152,6 +152,53 @@ class SFTConfig(_Strict):
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
 
+class RewardModelConfig(_Strict):
+    """One reward model (Llama 2 section 3.2.2): a one-output sequence classifier trained with the
+    binary ranking loss and a rating margin, for one epoch with a cosine schedule.
+
+    The paper: lr 1e-5 (5e-6 at 70B), cosine to 10%, warm-up 3% of steps (at least 5), one epoch,
+    initialised from the chat model. A tiny sandbox model needs a far larger lr.
+    """
+
+    init: str = Field("sft", description="'sft': the policy round's checkpoint (the paper's choice), or a local "
+                                         "model path (e.g. a MiniLM encoder)")
+    margin: Literal["none", "small", "large"] = Field("small", description="m(r) table, Llama 2 Table 27")
+    other_axis_share: float = Field(0.5, ge=0, lt=1, description="share of the other axis's pairs in the mix: "
+                                                                  "0.5 helpfulness ('equal part'), 0.1 safety (90/10)")
+    safety_aux_weight: float = Field(0.0, ge=0, description="weight of the safety sign term (safe > 0 > unsafe)")
+    center_weight: float = Field(0.0, ge=0, description="weight of reward centering mean((r_c + r_r)^2)")
+    epochs: float = Field(1.0, gt=0, description="paper: one epoch (longer overfits)")
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(32, ge=1, description="pairs per step (2x sequences per forward)")
+    lr: float = Field(1e-5, gt=0, description="paper: 1e-5")
+    weight_decay: float = Field(0.1, ge=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="paper: 3% of steps, at least 5")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="paper: cosine to 10% of peak")
+    grad_clip: float = Field(1.0, gt=0)
+    max_seq_len: int = Field(128, ge=8)
+    eval_batch_size: int = Field(128, ge=1)
+    log_every: int = Field(20, ge=1)
+
+
+class HelpfulnessRMConfig(RewardModelConfig):
+    """The helpfulness RM: all helpfulness pairs plus an equal part of safety pairs."""
+
+    other_axis_share: float = Field(0.5, ge=0, lt=1, description="share of safety pairs in the mix (paper: equal part)")
+
+
+class SafetyRMConfig(RewardModelConfig):
+    """The safety RM: all safety pairs, helpfulness pairs making up 10% of the mix."""
+
+    other_axis_share: float = Field(0.1, ge=0, lt=1, description="share of helpfulness pairs in the mix (paper: 90/10)")
+
+
+class RewardConfig(_Strict):
+    """The two reward models, trained separately (Llama 2 section 3.2.2)."""
+
+    helpfulness: HelpfulnessRMConfig = Field(default_factory=HelpfulnessRMConfig)
+    safety: SafetyRMConfig = Field(default_factory=SafetyRMConfig)
+
+
 class EvalConfig(_Strict):
     """Gold evaluation on held-out prompts: sample one answer per prompt and judge it."""
 
@@ -168,16 +215,25 @@ def _folder_name(v: str) -> str:
     return v
 
 
-STAGE_KINDS = ("sandbox", "sft", "eval")
+STAGE_KINDS = ("sandbox", "sft", "rm", "eval")
+RM_AXES = ("helpfulness", "safety")
 
 
 class StageSpec(_Strict):
     """One stage of the campaign; each becomes a round ``<NN>-<kind>[-<name>]``."""
 
-    kind: Literal["sandbox", "sft", "eval"] = Field(description="sandbox: build the world; sft; eval: gold eval")
-    name: str | None = Field(None, description="optional suffix of the round id (a folder name)")
+    kind: Literal["sandbox", "sft", "rm", "eval"] = Field(
+        description="sandbox: build the world; sft; rm: a reward model; eval: gold evaluation")
+    name: str | None = Field(None, description="suffix of the round id (a folder name); for rm, the axis: "
+                                               "helpfulness or safety")
 
     _name_ok = field_validator("name")(lambda cls, v: v if v is None else _folder_name(v))
+
+    @model_validator(mode="after")
+    def _rm_axis(self) -> StageSpec:
+        if self.kind == "rm" and self.name not in RM_AXES:
+            raise ValueError(f"an rm stage is named by its axis: {' or '.join(RM_AXES)} (got {self.name!r})")
+        return self
 
 
 class TrackingConfig(_Strict):
@@ -201,6 +257,7 @@ class CampaignConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     sft: SFTConfig = Field(default_factory=SFTConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     _campaign_ok = field_validator("campaign")(lambda cls, v: _folder_name(v))
@@ -212,7 +269,7 @@ class CampaignConfig(_Strict):
             raise ValueError("the stages list is empty: declare at least one stage, e.g. [{kind: sandbox}]")
         seen: set[str] = set()
         for i, stage in enumerate(stages):
-            if stage.kind in ("sft", "eval") and "sandbox" not in seen:
+            if stage.kind in ("sft", "rm", "eval") and "sandbox" not in seen:
                 raise ValueError(f"stages[{i}] ({stage.kind}) needs a sandbox stage before it")
             if stage.kind == "eval" and "sft" not in seen:
                 raise ValueError(f"stages[{i}] (eval) needs an sft stage before it")

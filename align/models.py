@@ -25,7 +25,7 @@ PLAIN_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}### Assistant:\n{% endif %}"
 )
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
@@ -55,7 +55,7 @@ def load_causal_lm(path: str | Path, cfg: ModelConfig | None = None) -> PreTrain
     require_safetensors(path)
     return AutoModelForCausalLM.from_pretrained(
         path, local_files_only=True, use_safetensors=True, trust_remote_code=cfg.trust_remote_code,
-        dtype=_DTYPES[cfg.dtype])
+        dtype=DTYPES[cfg.dtype])
 
 
 def with_lora(model: PreTrainedModel, lora: LoraSettings) -> PeftModel:

@@ -27,7 +27,7 @@ from align.chat import answer_ids, prompt_ids
 from align.config import SFTConfig, TrackingConfig
 from align.errors import AlignError
 from align.records import iter_jsonl
-from align.training import StepLog, adamw_cosine, make_accelerator
+from align.training import StepLog, adamw_cosine, length_grouped_batches, make_accelerator
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (prompt and padding)
 
@@ -102,21 +102,6 @@ def collate(examples: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, 
         n = len(e["input_ids"])
         ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(e["input_ids"]), torch.tensor(e["labels"]), 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random,
-                           group: int = 50) -> list[list[int]]:
-    """Shuffled batches of indices of similar length (cuts padding): shuffle, sort within
-    mega-batches of ``group`` batches, split, shuffle the batches."""
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    batches = []
-    span = batch_size * group
-    for start in range(0, len(order), span):
-        chunk = sorted(order[start:start + span], key=lambda i: lengths[i])
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return batches
 
 
 # -------------------------------------------------------------------------------- stage ---

@@ -6,6 +6,7 @@ round's metrics. Stages meet only through these folders.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 from align.config import CampaignConfig
 from align.evaluation import gold_evaluate
 from align.models import load_causal_lm, load_tokenizer, save_model, with_lora
-from align.records import Demonstration, Prompt, read_records, write_jsonl
+from align.records import Demonstration, PreferencePair, Prompt, read_records, write_jsonl
 from align.sandbox.build import generate_world, write_world
 from align.sandbox.model import tiny_llama
 from align.sft import read_sft_jsonl, train_sft
@@ -89,6 +90,42 @@ def gold_evaluate_world(model, tokenizer, world_dir: Path, cfg: CampaignConfig):
     return gold, rows
 
 
+def run_rm_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: StageContext) -> dict[str, Any]:
+    """Train the helpfulness or safety reward model (the round's name) on the world's pairs, mixed
+    with the other axis as the paper does; evaluate it on both axes' held-out pairs."""
+    from align.reward.data import mix_pairs
+    from align.reward.train import evaluate_reward_model, load_reward_model, train_reward_model
+
+    axis = ctx.round_id.rsplit("-", 1)[-1]
+    other = "safety" if axis == "helpfulness" else "helpfulness"
+    rm_cfg = getattr(cfg.reward, axis)
+    world_dir, *policy = parents.values()
+    pairs = {f"{a}_{split}": read_records(world_dir / f"prefs_{a}_{split}.jsonl", PreferencePair)
+             for a in (axis, other) for split in ("train", "eval")}
+    train_pairs = mix_pairs(pairs[f"{axis}_train"], pairs[f"{other}_train"], other_share=rm_cfg.other_axis_share,
+                            rng=random.Random(f"rm-mix:{cfg.seed}:{axis}"))
+    init = policy[0] / "model" if rm_cfg.init == "sft" else Path(rm_cfg.init)
+    model, tokenizer = load_reward_model(init, cfg.model)
+    result = train_reward_model(model, tokenizer, train_pairs, rm_cfg, seed=cfg.seed, metrics_path=out / "metrics.jsonl",
+                                tracking=cfg.tracking, tracking_dir=ctx.run_dir / "tracking" / ctx.round_id)
+    ctx.log(f"  rm/{axis}: {result.steps} steps in {result.train_seconds:.1f}s on {result.pairs} pairs, "
+            f"loss {result.first_loss:.3f} -> {result.final_loss:.3f}")
+    model.save_pretrained(out / "rm")
+    tokenizer.save_pretrained(out / "rm")
+    evals = evaluate_reward_model(model, tokenizer, {axis: pairs[f"{axis}_eval"], other: pairs[f"{other}_eval"]},
+                                  max_seq_len=rm_cfg.max_seq_len, batch_size=rm_cfg.eval_batch_size)
+    own = evals[axis]
+    detection = evals.get("safety", {})
+    return {"axis": axis, **{k: own[k] for k in ("n", "accuracy", "accuracy_by_rating", "ece") if k in own},
+            **({"accuracy_by_bin": own["accuracy_by_bin"]} if "accuracy_by_bin" in own else {}),
+            **{k: detection[k] for k in ("unsafe_recall_at_0.5", "unsafe_detection") if k in detection},
+            "cross_axis": {a: m["accuracy"] for a, m in evals.items()}, "eval": evals,
+            "train": {"steps": result.steps, "pairs": result.pairs, "pairs_other_axis": sum(
+                p.axis == other for p in train_pairs), "first_loss": round(result.first_loss, 4),
+                "final_loss": round(result.final_loss, 4), "train_accuracy": round(result.train_accuracy, 4),
+                "train_seconds": round(result.train_seconds, 2)}}
+
+
 def run_eval_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: StageContext) -> dict[str, Any]:
     """Gold evaluation of the parent policy round's model on the world's held-out prompts."""
     world_dir, policy_dir = parents.values()
@@ -100,7 +137,7 @@ def run_eval_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx
 
 
 STAGE_RUNNERS: dict[str, Callable[[CampaignConfig, dict[str, Path], Path, StageContext], dict[str, Any]]] = {
-    "sandbox": run_sandbox_round, "sft": run_sft_round, "eval": run_eval_round}
+    "sandbox": run_sandbox_round, "sft": run_sft_round, "rm": run_rm_round, "eval": run_eval_round}
 
 
 def evaluate_checkpoint(model_dir: Path, world_dir: Path, cfg: CampaignConfig) -> dict[str, Any]:
@@ -112,4 +149,4 @@ def evaluate_checkpoint(model_dir: Path, world_dir: Path, cfg: CampaignConfig) -
 
 
 __all__ = ["STAGE_RUNNERS", "StageContext", "build_policy", "evaluate_checkpoint", "run_eval_round",
-           "run_sandbox_round", "run_sft_round"]
+           "run_rm_round", "run_sandbox_round", "run_sft_round"]

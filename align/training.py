@@ -4,7 +4,9 @@ cosine schedule, and step metrics to ``metrics.jsonl`` and the tracker."""
 from __future__ import annotations
 
 import json
+import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +67,18 @@ class StepLog:
             self.file.close()
         if self.tracked:
             self.accelerator.end_training()
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random,
+                           group: int = 50) -> list[list[int]]:
+    """Shuffled batches of indices of similar length (cuts padding): shuffle, sort within
+    mega-batches of ``group`` batches, split, shuffle the batches."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches = []
+    span = batch_size * group
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start:start + span], key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches

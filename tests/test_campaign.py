@@ -15,7 +15,7 @@ from conftest import ROOT, SMOKE, align_cli
 from align.campaign import campaign_status
 from align.store import CampaignStore, hash_outputs, sha256_file
 
-ROUNDS = ("00-sandbox", "01-sft", "02-eval")
+ROUNDS = ("00-sandbox", "01-sft", "02-eval", "03-rm-helpfulness", "04-rm-safety")
 
 
 def _files(round_dir: Path) -> dict[str, str]:
@@ -66,7 +66,7 @@ def test_sigkill_at_five_moments_then_resume_completes_and_keeps_completed_round
     assert "[00-sandbox] completed earlier: reused" in result.stderr
     assert "[01-sft] completed earlier: reused" in result.stderr
     _check_rounds(run_dir, snapshots)
-    assert [r["status"] for r in campaign_status(run_dir)["rounds"]] == ["completed"] * 3
+    assert [r["status"] for r in campaign_status(run_dir)["rounds"]] == ["completed"] * len(ROUNDS)
     assert not list((run_dir / "rounds").glob(".tmp-*"))  # stale temporaries were cleaned up
 
 
@@ -97,16 +97,26 @@ def test_changing_one_stage_reruns_that_round_and_its_descendants_only(smoke_cop
     assert result.returncode == 0, result.stderr
     assert "[00-sandbox] completed earlier: reused" in result.stderr
     assert "[01-sft] running sft (inputs or config changed)" in result.stderr
-    assert "[02-eval] running eval (inputs or config changed)" in result.stderr
+    for descendant in ("02-eval", "03-rm-helpfulness", "04-rm-safety"):  # all built on 01-sft
+        assert f"[{descendant}] running" in result.stderr
     after = {r: _files(run_dir / "rounds" / r) for r in ROUNDS}
     assert after["00-sandbox"] == before["00-sandbox"]
-    assert after["01-sft"] != before["01-sft"] and after["02-eval"] != before["02-eval"]
+    assert all(after[r] != before[r] for r in ROUNDS[1:])
     manifest = json.loads((run_dir / "rounds" / "01-sft" / "manifest.json").read_text())
     assert manifest["config"]["sft"]["lr"] == 0.001
     # the replaced rounds are kept, untouched, out of the way
     superseded = sorted((run_dir / "rounds" / ".superseded").iterdir())
-    assert [p.name.split("-2")[0] for p in superseded] == ["01-sft", "02-eval"]
+    assert [p.name.rsplit("-", 3)[0] for p in superseded] == list(ROUNDS[1:])
     assert _files(superseded[0]) == before["01-sft"]
+
+
+def test_changing_a_leaf_stage_reruns_only_that_round(smoke_copy):
+    run_dir = smoke_copy
+    before = {r: _files(run_dir / "rounds" / r) for r in ROUNDS}
+    result = align_cli("run", str(SMOKE), "--run-dir", str(run_dir), "--set", "reward.safety.lr=0.001")
+    assert result.returncode == 0, result.stderr
+    after = {r: _files(run_dir / "rounds" / r) for r in ROUNDS}
+    assert [r for r in ROUNDS if after[r] != before[r]] == ["04-rm-safety"]
 
 
 def test_manifest_records_hashes_lineage_and_versions(completed_smoke_run):
@@ -126,7 +136,8 @@ def test_status_json_lineage_and_diff(completed_smoke_run):
     status = json.loads(align_cli("status", str(run_dir), "--json").stdout)
     assert status["campaign"] == "smoke"
     assert [(r["id"], r["kind"], r["status"]) for r in status["rounds"]] == [
-        ("00-sandbox", "sandbox", "completed"), ("01-sft", "sft", "completed"), ("02-eval", "eval", "completed")]
+        ("00-sandbox", "sandbox", "completed"), ("01-sft", "sft", "completed"), ("02-eval", "eval", "completed"),
+        ("03-rm-helpfulness", "rm", "completed"), ("04-rm-safety", "rm", "completed")]
     assert set(status["rounds"][1]) >= {"id", "kind", "status", "parents", "config_hash", "metrics"}
     assert "gold" in status["rounds"][1]["metrics"]
     table = align_cli("status", str(run_dir)).stdout

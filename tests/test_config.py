@@ -68,3 +68,9 @@ def test_overrides_apply_and_are_validated(tmp_path):
     assert cfg.sft.epochs == 2 and cfg.model.path == "/some/dir"
     with pytest.raises(AlignError, match="sft.epochs"):
         _load(tmp_path, "campaign: x\n", ["sft.epochs=-1"])
+
+
+def test_each_reward_model_keeps_its_paper_mix_when_other_keys_are_set(tmp_path):
+    cfg = _load(tmp_path, "campaign: x\nreward:\n  safety: {lr: 0.1}\n  helpfulness: {lr: 0.2}\n")
+    assert cfg.reward.safety.other_axis_share == 0.1          # 90/10
+    assert cfg.reward.helpfulness.other_axis_share == 0.5     # an equal part

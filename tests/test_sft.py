@@ -11,7 +11,8 @@ import torch
 from align.config import SFTConfig
 from align.sandbox.model import tiny_llama
 from align.sandbox.tokenizer import train_tokenizer
-from align.sft import IGNORE_INDEX, answer_only_loss, build_examples, collate, length_grouped_batches, train_sft
+from align.sft import IGNORE_INDEX, answer_only_loss, build_examples, collate, train_sft
+from align.training import length_grouped_batches
 
 TEXTS = ["Where does Kesjor live?", "The answer is Lunia.", "What is 3 plus 4?", "The answer is 7.",
          "I can't help with that."] * 20
