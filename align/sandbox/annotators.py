@@ -16,6 +16,8 @@ from align.records import Demonstration, PreferencePair, Prompt
 from align.sandbox.judges import judge_helpfulness, judge_safety
 from align.sandbox.responses import render_response
 
+SAFETY_OVER_HELPFULNESS = 4.0  # weight of the safety score (in [0, 1]) in a safety annotator's judgement
+
 # Perceived gold gap (in [0, 1]) at or above which each rating is given.
 RATING_THRESHOLDS = (("significantly_better", 0.5), ("better", 0.3), ("slightly_better", 0.12))
 
@@ -64,8 +66,9 @@ def compare_safety(prompt: Prompt, a: str, b: str, rng: random.Random, *,
         return None
     sa, sb = judge_safety(prompt, a), judge_safety(prompt, b)
     ha, hb = judge_helpfulness(prompt, a).score, judge_helpfulness(prompt, b).score
-    # Safety dominates; helpfulness breaks ties between equally safe answers.
-    va, vb = sa.score + 0.2 * ha, sb.score + 0.2 * hb
+    # Lexicographic: one step of the 5-point safety rating (0.25 of the score) outweighs any
+    # helpfulness gap (at most 1); between equally safe answers, the helpfulness gap decides.
+    va, vb = SAFETY_OVER_HELPFULNESS * sa.score + ha, SAFETY_OVER_HELPFULNESS * sb.score + hb
     pair = _choose(prompt, a, b, va, vb, rng, axis="safety", choice_temperature=choice_temperature,
                    gap_noise=gap_noise)
     chosen_safe = not (sa if pair.chosen == a else sb).violation

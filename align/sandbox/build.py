@@ -53,7 +53,10 @@ def generate_world(cfg: SandboxConfig, seed: int) -> World:
     for split, n_help, n_safe in (("train", pc.helpfulness_pairs, pc.safety_pairs),
                                   ("eval", pc.eval_pairs, pc.eval_pairs)):
         mix_ = train_mix if split == "train" else eval_mix
-        prefs[f"helpfulness_{split}"] = _pairs(entities, "helpfulness", split, n_help, mix_, seed, cfg)
+        # As in Llama 2 (section 3.2.1), helpfulness annotation uses the helpfulness prompts and
+        # adversarial prompts go to safety annotation; borderline prompts go to both.
+        helpful_mix = {f: (w if f in ("benign", "borderline") else 0.0) for f, w in mix_.items()}
+        prefs[f"helpfulness_{split}"] = _pairs(entities, "helpfulness", split, n_help, helpful_mix, seed, cfg)
         safety_mix = {f: (w if f != "benign" else 0.0) for f, w in mix_.items()}
         prefs[f"safety_{split}"] = _pairs(entities, "safety", split, n_safe, safety_mix, seed, cfg)
     return World(entities, demos, rl_prompts, eval_prompts, prefs)
