@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_CPU ?= torch==2.13.0
 RUN_DIR ?= runs/sandbox
 
-.PHONY: demo test venv clean
+.PHONY: demo test bench venv clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/pytest -q tests
+
+# Peer benchmarks (long: about an hour on 2 cores). Needs ../shared/data beside the checkout.
+# BENCH_ARGS="--limit 200" for a quick run.
+bench: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -75,7 +75,7 @@ class PreferenceConfig(_Strict):
     """Simulated preference annotation (Llama 2 section 3.2.1)."""
 
     helpfulness_pairs: int = Field(4000, ge=0, description="training pairs on the helpfulness axis")
-    safety_pairs: int = Field(3000, ge=0, description="training pairs on the safety axis")
+    safety_pairs: int = Field(6000, ge=0, description="training pairs on the safety axis (more than the helpfulness RM samples, as in the paper)")
     eval_pairs: int = Field(1000, ge=0, description="held-out pairs per axis")
     choice_temperature: float = Field(0.05, gt=0, description="Bradley-Terry noise of the annotator's choice")
     gap_noise: float = Field(0.05, ge=0, description="std of the noise on the perceived gap that sets the rating")
