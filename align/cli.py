@@ -76,7 +76,7 @@ def status(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
     for r in record["rounds"]:
         gold = r["metrics"].get("gold")
         key = _gold_line(gold) if gold else " ".join(
-            f"{k}={str(r['metrics'][k])[:12]}" for k in ("data_hash",) if k in r["metrics"])
+            f"{k}={str(r['metrics'][k])[:12]}" for k in ("accuracy", "data_hash") if k in r["metrics"])
         duration = f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else ""
         table.add_row(r["id"], r["kind"], r["status"], key, duration)
     Console().print(table)

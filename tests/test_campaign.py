@@ -142,6 +142,7 @@ def test_status_json_lineage_and_diff(completed_smoke_run):
     assert "gold" in status["rounds"][1]["metrics"]
     table = align_cli("status", str(run_dir)).stdout
     assert "01-sft" in table and "violation_rate=" in table
+    assert f"accuracy={status['rounds'][4]['metrics']['accuracy']}" in table  # rm rounds show their accuracy
     lineage = align_cli("lineage", str(run_dir)).stdout
     assert lineage.index("00-sandbox") < lineage.index("01-sft") < lineage.index("02-eval")
     diff = align_cli("diff", str(run_dir), "01-sft", "02-eval")
