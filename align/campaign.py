@@ -68,14 +68,15 @@ def plan_rounds(cfg: CampaignConfig) -> list[RoundPlan]:
                                      "eval": cfg.eval.model_dump(mode="json")}, data)
         elif stage.kind == "rm":
             rm_cfg = getattr(cfg.reward, stage.name)
-            if rm_cfg.init == "sft" and "policy" not in latest:
-                raise AlignError(f"stages[{i}]: reward.{stage.name}.init is 'sft' but no sft stage comes before it")
-            parents = (latest["sandbox"],) + ((latest["policy"],) if rm_cfg.init == "sft" else ())
-            init_files = () if rm_cfg.init == "sft" else tuple(sorted(Path(rm_cfg.init).glob("*.safetensors")))
+            parents = ((latest["sandbox"],) if not rm_cfg.data else ()) + (
+                (latest["policy"],) if rm_cfg.init == "sft" else ())
+            files = () if rm_cfg.init == "sft" else tuple(sorted(Path(rm_cfg.init).glob("*.safetensors")))
+            for src in rm_cfg.data:  # the spec and the data file are inputs: a change rebuilds the round
+                files += (Path(src.spec),) + ((Path(src.path),) if src.path else ())
             plan = RoundPlan(round_id, "rm", parents,
                              base | {"axis": stage.name, "reward": rm_cfg.model_dump(mode="json"),
                                      "model": {"dtype": cfg.model.dtype,
-                                               "trust_remote_code": cfg.model.trust_remote_code}}, init_files)
+                                               "trust_remote_code": cfg.model.trust_remote_code}}, files)
         else:
             plan = RoundPlan(round_id, "eval", (latest["sandbox"], latest["policy"]),
                              base | {"eval": cfg.eval.model_dump(mode="json"),

@@ -152,6 +152,14 @@ class SFTConfig(_Strict):
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
 
+class PairSource(_Strict):
+    """Preference pairs read through a data spec (``data_specs/*.yaml``) from a local file or the hub."""
+
+    spec: str = Field(description="path of the data spec YAML (its axis says which model the pairs train)")
+    path: str | None = Field(None, description="local data file; omit only when the spec names a hub dataset")
+    limit: int | None = Field(None, ge=1, description="read at most this many pairs (after the shuffle)")
+
+
 class RewardModelConfig(_Strict):
     """One reward model (Llama 2 section 3.2.2): a one-output sequence classifier trained with the
     binary ranking loss and a rating margin, for one epoch with a cosine schedule.
@@ -162,6 +170,9 @@ class RewardModelConfig(_Strict):
 
     init: str = Field("sft", description="'sft': the policy round's checkpoint (the paper's choice), or a local "
                                          "model path (e.g. a MiniLM encoder)")
+    data: list[PairSource] = Field(default_factory=list, description="pair sources (both axes may appear; each "
+                                   "pair's axis comes from its spec); empty: the sandbox world's pairs")
+    eval_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share of each data source (seeded split)")
     margin: Literal["none", "small", "large"] = Field("small", description="m(r) table, Llama 2 Table 27")
     other_axis_share: float = Field(0.5, ge=0, lt=1, description="share of the other axis's pairs in the mix: "
                                                                   "0.5 helpfulness ('equal part'), 0.1 safety (90/10)")
@@ -269,12 +280,27 @@ class CampaignConfig(_Strict):
             raise ValueError("the stages list is empty: declare at least one stage, e.g. [{kind: sandbox}]")
         seen: set[str] = set()
         for i, stage in enumerate(stages):
-            if stage.kind in ("sft", "rm", "eval") and "sandbox" not in seen:
+            if stage.kind in ("sft", "eval") and "sandbox" not in seen:
                 raise ValueError(f"stages[{i}] ({stage.kind}) needs a sandbox stage before it")
             if stage.kind == "eval" and "sft" not in seen:
                 raise ValueError(f"stages[{i}] (eval) needs an sft stage before it")
             seen.add(stage.kind)
         return stages
+
+    @model_validator(mode="after")
+    def _rm_inputs(self) -> CampaignConfig:
+        seen: set[str] = set()
+        for i, stage in enumerate(self.stages):
+            if stage.kind == "rm":
+                rm = getattr(self.reward, stage.name)
+                if not rm.data and "sandbox" not in seen:
+                    raise ValueError(f"stages[{i}] (rm) reads the sandbox's pairs (reward.{stage.name}.data is "
+                                     "empty) and needs a sandbox stage before it")
+                if rm.init == "sft" and "sft" not in seen:
+                    raise ValueError(f"stages[{i}] (rm): reward.{stage.name}.init is 'sft' but no sft stage comes "
+                                     "before it")
+            seen.add(stage.kind)
+        return self
 
 
 # ----------------------------------------------------------------------------- loading ---

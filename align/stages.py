@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from align.config import CampaignConfig
+from align.errors import AlignError
 from align.evaluation import gold_evaluate
 from align.models import load_causal_lm, load_tokenizer, save_model, with_lora
 from align.records import Demonstration, PreferencePair, Prompt, read_records, write_jsonl
@@ -90,21 +91,41 @@ def gold_evaluate_world(model, tokenizer, world_dir: Path, cfg: CampaignConfig):
     return gold, rows
 
 
+POLICY_KINDS = ("sft", "rs", "ppo")
+
+
+def _parent(parents: dict[str, Path], *kinds: str) -> Path:
+    """The folder of the parent round of one of ``kinds`` (round ids are ``NN-kind[-name]``)."""
+    for rid, path in parents.items():
+        if rid.split("-")[1] in kinds:
+            return path
+    raise AlignError(f"no parent round of kind {'/'.join(kinds)} among {', '.join(parents) or 'none'}")
+
+
 def run_rm_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: StageContext) -> dict[str, Any]:
     """Train the helpfulness or safety reward model (the round's name) on the world's pairs, mixed
     with the other axis as the paper does; evaluate it on both axes' held-out pairs."""
-    from align.reward.data import mix_pairs
+    from align.reward.data import load_pair_sources, mix_pairs
     from align.reward.train import evaluate_reward_model, load_reward_model, train_reward_model
 
     axis = ctx.round_id.rsplit("-", 1)[-1]
     other = "safety" if axis == "helpfulness" else "helpfulness"
     rm_cfg = getattr(cfg.reward, axis)
-    world_dir, *policy = parents.values()
-    pairs = {f"{a}_{split}": read_records(world_dir / f"prefs_{a}_{split}.jsonl", PreferencePair)
-             for a in (axis, other) for split in ("train", "eval")}
+    sources: dict[str, Any] = {}
+    if rm_cfg.data:
+        loaded = load_pair_sources(rm_cfg.data, eval_fraction=rm_cfg.eval_fraction, seed=cfg.seed)
+        pairs = {f"{a}_{split}": getattr(loaded, split)[a] for a in (axis, other) for split in ("train", "eval")}
+        sources = loaded.report
+        for name, rep in sources.items():
+            ctx.log(f"  rm/{axis}: {name}: {rep['kept']}/{rep['rows']} rows kept, {rep['train']} train, "
+                    f"{rep['eval']} eval" + (f", dropped {rep['dropped']}" if rep["dropped"] else ""))
+    else:
+        world_dir = _parent(parents, "sandbox")
+        pairs = {f"{a}_{split}": read_records(world_dir / f"prefs_{a}_{split}.jsonl", PreferencePair)
+                 for a in (axis, other) for split in ("train", "eval")}
     train_pairs = mix_pairs(pairs[f"{axis}_train"], pairs[f"{other}_train"], other_share=rm_cfg.other_axis_share,
                             rng=random.Random(f"rm-mix:{cfg.seed}:{axis}"))
-    init = policy[0] / "model" if rm_cfg.init == "sft" else Path(rm_cfg.init)
+    init = _parent(parents, *POLICY_KINDS) / "model" if rm_cfg.init == "sft" else Path(rm_cfg.init)
     model, tokenizer = load_reward_model(init, cfg.model)
     result = train_reward_model(model, tokenizer, train_pairs, rm_cfg, seed=cfg.seed, metrics_path=out / "metrics.jsonl",
                                 tracking=cfg.tracking, tracking_dir=ctx.run_dir / "tracking" / ctx.round_id)
@@ -123,7 +144,8 @@ def run_rm_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: 
             "train": {"steps": result.steps, "pairs": result.pairs, "pairs_other_axis": sum(
                 p.axis == other for p in train_pairs), "first_loss": round(result.first_loss, 4),
                 "final_loss": round(result.final_loss, 4), "train_accuracy": round(result.train_accuracy, 4),
-                "train_seconds": round(result.train_seconds, 2)}}
+                "train_seconds": round(result.train_seconds, 2)},
+            **({"sources": sources} if sources else {})}
 
 
 def run_eval_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: StageContext) -> dict[str, Any]:

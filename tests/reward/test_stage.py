@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+from pathlib import Path
 
 import numpy as np
+import pytest
+import yaml
 from safetensors.torch import load_file
 
 from align.records import PreferencePair, read_records
 from align.reward.train import load_reward_model, score
+from conftest import ROOT, align_cli
 
 
 def _metrics(run_dir, round_id):
@@ -57,3 +62,53 @@ def test_batched_scoring_equals_one_at_a_time(completed_smoke_run):
     batched = score(model, tokenizer, prompts, responses, batch_size=3)
     single = [score(model, tokenizer, [p], [r], batch_size=1)[0] for p, r in zip(prompts, responses)]
     np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+HH = Path(__file__).parents[2].parent / "shared" / "data" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
+
+
+def _real_data_config(tmp_path, init: Path, data: Path) -> Path:
+    cfg = {"campaign": "real", "seed": 0, "stages": [{"kind": "rm", "name": "safety"}],
+           "reward": {"safety": {"init": str(init), "other_axis_share": 0.0, "eval_fraction": 0.25, "lr": 1e-3,
+                                 "batch_size": 8, "max_seq_len": 64, "margin": "none", "log_every": 5,
+                                 "data": [{"spec": str(ROOT / "data_specs" / "hh_rlhf_harmless.yaml"),
+                                           "path": str(data)}]}}}
+    path = tmp_path / "real.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.skipif(not HH.exists(), reason="../shared/data not beside the checkout")
+def test_rm_stage_trains_on_real_pairs_through_a_data_spec(completed_smoke_run, tmp_path):
+    run_dir, _ = completed_smoke_run
+    rows = gzip.open(HH, "rt").read().splitlines()[:40]
+    data = tmp_path / "hh.jsonl"
+    data.write_text("\n".join(rows) + "\n")
+    config = _real_data_config(tmp_path, run_dir / "rounds" / "01-sft" / "model", data)
+    result = align_cli("run", str(config), "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "run" / "rounds" / "00-rm-safety" / "manifest.json").read_text())
+    m = manifest["metrics"]
+    source = m["sources"]["hh-rlhf-harmless"]
+    assert source["rows"] == 40 and source["kept"] + sum(source["dropped"].values()) == 40
+    assert source["eval"] == round(0.25 * source["kept"]) and source["train"] == source["kept"] - source["eval"]
+    assert m["n"] == source["eval"] and m["train"]["pairs"] == source["train"] and m["train"]["pairs_other_axis"] == 0
+    assert manifest["parents"] == []  # no sandbox: the spec and the file are the round's inputs
+    assert any(str(data) in k for k in manifest["input_hashes"])
+
+    # The same config again is a no-op; a changed data file rebuilds the round.
+    again = align_cli("run", str(config), "--run-dir", str(tmp_path / "run"))
+    assert again.returncode == 0 and "reused" in again.stderr + again.stdout
+    data.write_text("\n".join(rows[:30]) + "\n")
+    changed = align_cli("run", str(config), "--run-dir", str(tmp_path / "run"))
+    assert changed.returncode == 0, changed.stderr
+    m = json.loads((tmp_path / "run" / "rounds" / "00-rm-safety" / "manifest.json").read_text())["metrics"]
+    assert m["sources"]["hh-rlhf-harmless"]["rows"] == 30
+
+
+def test_rm_stage_without_data_or_sandbox_is_refused(tmp_path):
+    cfg = {"campaign": "x", "stages": [{"kind": "rm", "name": "safety"}], "reward": {"safety": {"init": "/nope"}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    result = align_cli("run", str(tmp_path / "c.yaml"), "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2 and "needs a sandbox stage before it" in result.stderr
+    assert not (tmp_path / "run" / "rounds").exists() or not any((tmp_path / "run" / "rounds").iterdir())
