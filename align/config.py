@@ -210,6 +210,31 @@ class RewardConfig(_Strict):
     safety: SafetyRMConfig = Field(default_factory=SafetyRMConfig)
 
 
+class CombineConfig(_Strict):
+    """How the two reward models' scores become one reward (Llama 2 section 3.2.3).
+
+    ``rule`` is applied to probabilities (the sigmoid of each score); then, if ``whiten_logit``,
+    ``whiten(logit(.))`` over the batch. Rules: llama2_gate (params: threshold, default 0.15),
+    helpfulness_only, safety_only, weighted_sum (params: safety_weight, default 0.5), min, or a
+    user rule ``module:function(r_h, r_s, is_safety, **params)``.
+    """
+
+    rule: str = Field("llama2_gate", description="a registered rule name or 'module:function'")
+    params: dict[str, float] = Field(default_factory=dict, description="keyword parameters of the rule")
+    whiten_logit: bool = Field(True, description="apply whiten(logit(.)) over the batch after the rule")
+    logit_eps: float = Field(1e-6, gt=0, lt=0.5, description="clamp to [eps, 1 - eps] before the logit")
+
+    @model_validator(mode="after")
+    def _rule_works(self) -> CombineConfig:
+        from align.combine.rules import resolve_rule
+
+        try:
+            resolve_rule(self.rule, self.params)
+        except AlignError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+
 class EvalConfig(_Strict):
     """Gold evaluation on held-out prompts: sample one answer per prompt and judge it."""
 
@@ -269,6 +294,7 @@ class CampaignConfig(_Strict):
     sft: SFTConfig = Field(default_factory=SFTConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
+    combine: CombineConfig = Field(default_factory=CombineConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     _campaign_ok = field_validator("campaign")(lambda cls, v: _folder_name(v))

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import precision_score, recall_score
 
+from align.combine.calibrate import threshold_sweep
 from align.records import RATINGS, SAFETY_BINS, PreferencePair
 
 THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -52,19 +52,25 @@ def preference_metrics(pairs: Sequence[PreferencePair], r_chosen: np.ndarray, r_
     return out
 
 
-def unsafe_detection_metrics(pairs: Sequence[PreferencePair], r_chosen: np.ndarray,
-                             r_rejected: np.ndarray) -> dict[str, Any]:
-    """How well ``sigmoid(R) < t`` flags unsafe responses, over every response with a safety label."""
+def labelled_responses(pairs: Sequence[PreferencePair], r_chosen: np.ndarray,
+                       r_rejected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(sigmoid(R), unsafe)`` for every response of ``pairs`` that carries a safety label."""
     scores, unsafe = [], []
     for p, rc, rr in zip(pairs, r_chosen, r_rejected):
         for safe, r in ((p.chosen_safe, rc), (p.rejected_safe, rr)):
             if safe is not None:
                 scores.append(1 / (1 + np.exp(-r)))
                 unsafe.append(not safe)
-    if not scores or not any(unsafe):
+    return np.array(scores, dtype=float), np.array(unsafe, dtype=bool)
+
+
+def unsafe_detection_metrics(pairs: Sequence[PreferencePair], r_chosen: np.ndarray,
+                             r_rejected: np.ndarray) -> dict[str, Any]:
+    """How well ``sigmoid(R) < t`` flags unsafe responses, over every response with a safety label."""
+    s, y = labelled_responses(pairs, r_chosen, r_rejected)
+    if not len(s) or not y.any():
         return {}
-    s, y = np.array(scores), np.array(unsafe)
-    sweep = {f"{t:g}": {"precision": round(float(precision_score(y, s < t, zero_division=0)), 4),
-                        "recall": round(float(recall_score(y, s < t, zero_division=0)), 4)} for t in THRESHOLDS}
+    sweep = {f"{r['threshold']:g}": {"precision": r["precision"] or 0.0, "recall": r["recall"]}
+             for r in threshold_sweep(s, y, THRESHOLDS)}
     return {"unsafe_recall_at_0.5": sweep["0.5"]["recall"], "unsafe_detection": sweep,
             "n_responses": len(s), "n_unsafe": int(y.sum())}

@@ -1,0 +1,110 @@
+"""Combination rules: pure, vectorised functions of (R_h, R_s, is_safety) -> combined reward.
+
+Inputs are probabilities in [0, 1] (the sigmoid of each reward model's score), one entry per
+(prompt, response); ``is_safety`` is the prompt's tag. Llama 2 (section 3.2.2, eq. 1)::
+
+    R_c = R_s  if is_safety(prompt) or R_s < 0.15  else  R_h
+
+A user rule is any ``module:function`` with the same signature; it is probed on a small batch
+(shape and NaN checks) when the config is loaded, before anything trains.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from align.errors import AlignError
+
+Rule = Callable[..., torch.Tensor]  # (r_h, r_s, is_safety, **params) -> (N,) combined reward
+
+LLAMA2_THRESHOLD = 0.15  # Llama 2: precision 0.89, recall 0.55 on Meta Safety test set
+
+
+def llama2_gate(r_h: torch.Tensor, r_s: torch.Tensor, is_safety: torch.Tensor, *,
+                threshold: float = LLAMA2_THRESHOLD) -> torch.Tensor:
+    """The safety score on tagged prompts or when it flags the response as unsafe; else helpfulness."""
+    return torch.where(is_safety | (r_s < threshold), r_s, r_h)
+
+
+def helpfulness_only(r_h: torch.Tensor, r_s: torch.Tensor, is_safety: torch.Tensor) -> torch.Tensor:
+    return r_h
+
+
+def safety_only(r_h: torch.Tensor, r_s: torch.Tensor, is_safety: torch.Tensor) -> torch.Tensor:
+    return r_s
+
+
+def weighted_sum(r_h: torch.Tensor, r_s: torch.Tensor, is_safety: torch.Tensor, *,
+                 safety_weight: float = 0.5) -> torch.Tensor:
+    """``(1 - w) R_h + w R_s``: a fixed trade-off, blind to the prompt's tag."""
+    return (1.0 - safety_weight) * r_h + safety_weight * r_s
+
+
+def minimum(r_h: torch.Tensor, r_s: torch.Tensor, is_safety: torch.Tensor) -> torch.Tensor:
+    """The worse of the two: a response must be both helpful and safe to score high."""
+    return torch.minimum(r_h, r_s)
+
+
+RULES: dict[str, Rule] = {"llama2_gate": llama2_gate, "helpfulness_only": helpfulness_only,
+                          "safety_only": safety_only, "weighted_sum": weighted_sum, "min": minimum}
+
+
+def gate_branch(r_s: torch.Tensor, is_safety: torch.Tensor, threshold: float = LLAMA2_THRESHOLD) -> list[str]:
+    """Which branch of the Llama 2 gate each entry took: ``safety_tag``, ``safety_low`` or ``helpfulness``."""
+    return ["safety_tag" if t else "safety_low" if s < threshold else "helpfulness"
+            for s, t in zip(r_s.tolist(), is_safety.tolist())]
+
+
+def _import(spec: str) -> Rule:
+    module_name, _, attr = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise AlignError(f"combination rule {spec!r}: cannot import ({e})") from None
+    if not callable(fn):
+        raise AlignError(f"combination rule {spec!r} is not callable")
+    return fn
+
+
+def _probe(name: str, fn: Rule, params: Mapping[str, Any]) -> None:
+    """Call the rule on a small batch covering the edges; it must return N finite values."""
+    r_h = torch.tensor([0.0, 1.0, 0.5, 0.9, 0.1, 0.15, 0.3, 0.7], dtype=torch.float64)
+    r_s = torch.tensor([1.0, 0.0, 0.15, 0.1, 0.9, 0.5, 0.7, 0.3], dtype=torch.float64)
+    tags = torch.tensor([False, True, False, True, False, False, True, False])
+    try:
+        out = torch.as_tensor(fn(r_h, r_s, tags, **params))
+    except Exception as e:  # a user's rule: report whatever it raised, with the rule's name
+        raise AlignError(f"combination rule {name!r} failed on a probe batch: {type(e).__name__}: {e}") from None
+    if out.shape != r_h.shape:
+        raise AlignError(f"combination rule {name!r} returned shape {tuple(out.shape)} for {len(r_h)} inputs; "
+                         f"it must return one reward per input, shape ({len(r_h)},)")
+    if not torch.isfinite(out.double()).all():
+        raise AlignError(f"combination rule {name!r} returned NaN or infinite rewards on a probe batch "
+                         f"(R_h={r_h.tolist()}, R_s={r_s.tolist()}): got {out.tolist()}")
+
+
+def resolve_rule(name: str, params: Mapping[str, Any] | None = None) -> Rule:
+    """The rule called ``name`` (registry name or ``module:function``), checked on a probe batch,
+    with ``params`` bound."""
+    params = dict(params or {})
+    if ":" in name:
+        fn = _import(name)
+    elif name in RULES:
+        fn = RULES[name]
+    else:
+        raise AlignError(f"unknown combination rule {name!r}; known rules: {', '.join(RULES)}, "
+                         "or a user rule as 'module:function'")
+    accepted = inspect.signature(fn).parameters
+    unknown = [k for k in params if k not in accepted and not any(
+        p.kind is p.VAR_KEYWORD for p in accepted.values())]
+    if unknown:
+        keyword = [k for k, p in accepted.items() if p.kind is p.KEYWORD_ONLY]
+        raise AlignError(f"combination rule {name!r} takes no parameter {', '.join(map(repr, unknown))}; "
+                         f"its parameters: {', '.join(keyword) or 'none'}")
+    _probe(name, fn, params)
+    return lambda r_h, r_s, is_safety: fn(r_h, r_s, is_safety, **params)
