@@ -56,9 +56,10 @@ def plan_rounds(cfg: CampaignConfig) -> list[RoundPlan]:
     """The rounds of the campaign, in order (one per declared stage)."""
     plans: list[RoundPlan] = []
     latest: dict[str, str] = {}
+    rs_rounds: list[str] = []
     for i, stage in enumerate(cfg.stages):
         round_id = f"{i:02d}-{stage.kind}" + (f"-{stage.name}" if stage.name else "")
-        base = {"kind": stage.kind, "seed": cfg.seed}
+        base = {"kind": stage.kind, "seed": cfg.seed if stage.seed is None else stage.seed}
         if stage.kind == "sandbox":
             plan = RoundPlan(round_id, "sandbox", (), base | {"sandbox": cfg.sandbox.model_dump(mode="json")})
         elif stage.kind == "sft":
@@ -77,13 +78,22 @@ def plan_rounds(cfg: CampaignConfig) -> list[RoundPlan]:
                              base | {"axis": stage.name, "reward": rm_cfg.model_dump(mode="json"),
                                      "model": {"dtype": cfg.model.dtype,
                                                "trust_remote_code": cfg.model.trust_remote_code}}, files)
+        elif stage.kind == "rs":
+            prior = rs_rounds if cfg.rs.pool == "all_prior" else rs_rounds[-1:]
+            parents = tuple(dict.fromkeys((latest["sandbox"], latest["sft"], latest["rm:helpfulness"],
+                                           latest["rm:safety"], *prior)))
+            plan = RoundPlan(round_id, "rs", parents,
+                             base | {"rs": cfg.rs.model_dump(mode="json"), "combine": cfg.combine.model_dump(mode="json"),
+                                     "eval": cfg.eval.model_dump(mode="json"), "model": {"dtype": cfg.model.dtype}})
+            rs_rounds.append(round_id)
         else:
             plan = RoundPlan(round_id, "eval", (latest["sandbox"], latest["policy"]),
                              base | {"eval": cfg.eval.model_dump(mode="json"),
                                      "model": {"dtype": cfg.model.dtype}})
         plans.append(plan)
         latest[stage.kind] = round_id
-        if stage.kind == "sft":
+        latest[f"{stage.kind}:{stage.name}"] = round_id
+        if stage.kind in ("sft", "rs"):
             latest["policy"] = round_id
     return plans
 
@@ -137,7 +147,7 @@ def run_campaign(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None
             log(f"[{plan.id}] running {plan.kind}" + (" (inputs or config changed)" if existing else ""))
             started = time.time()
             with store.build(plan.id) as tmp:
-                ctx = StageContext(run_dir=run_dir, round_id=plan.id, log=log)
+                ctx = StageContext(run_dir=run_dir, round_id=plan.id, seed=plan.config["seed"], log=log)
                 metrics = STAGE_RUNNERS[plan.kind](cfg, {p: done[p].path for p in plan.parents}, tmp, ctx)
                 ended = time.time()
                 manifest = {"id": plan.id, "kind": plan.kind, "parents": list(plan.parents), "config": plan.config,

@@ -131,14 +131,9 @@ class LoraSettings(_Strict):
     merge: bool = Field(True, description="also save the merged weights in model/ for later stages")
 
 
-class SFTConfig(_Strict):
-    """Supervised fine-tuning, loss on answer tokens only (Llama 2 section 3.1).
+class FinetuneConfig(_Strict):
+    """Fine-tuning with the loss on answer tokens only: the knobs SFT and rejection sampling share."""
 
-    The paper: lr 2e-5 cosine, weight decay 0.1, batch 64, 2 epochs, for pretrained 7B-70B models.
-    A model trained from scratch (the sandbox) needs a far larger lr.
-    """
-
-    data: str = Field("sandbox", description="'sandbox' or a JSONL file of {prompt, response} rows")
     epochs: float = Field(5.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (overrides epochs)")
     batch_size: int = Field(32, ge=1)
@@ -149,7 +144,46 @@ class SFTConfig(_Strict):
     grad_clip: float = Field(1.0, gt=0)
     max_seq_len: int = Field(128, ge=8, description="longer examples are truncated from the answer's end")
     log_every: int = Field(20, ge=1)
+
+
+class SFTConfig(FinetuneConfig):
+    """Supervised fine-tuning, loss on answer tokens only (Llama 2 section 3.1).
+
+    The paper: lr 2e-5 cosine, weight decay 0.1, batch 64, 2 epochs, for pretrained 7B-70B models.
+    A model trained from scratch (the sandbox) needs a far larger lr.
+    """
+
+    data: str = Field("sandbox", description="'sandbox' or a JSONL file of {prompt, response} rows")
     lora: LoraSettings = Field(default_factory=LoraSettings)
+
+
+class RSFinetuneConfig(FinetuneConfig):
+    """Fine-tuning on the kept samples of a rejection-sampling round."""
+
+    epochs: float = Field(2.0, gt=0)
+    lr: float = Field(1e-3, gt=0, description="below SFT's: the policy is already trained")
+
+
+class RejectionConfig(_Strict):
+    """Rejection-sampling fine-tuning rounds (Llama 2 section 3.2.3, RLHF-V1..V4): sample K answers
+    per prompt from the newest policy, score them with the combination rule, keep the best, pool
+    with the best of prior rounds, fine-tune."""
+
+    k: int = Field(4, ge=1, description="samples per prompt (the paper: up to 10 per prompt at 70B)")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of the K samples")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(48, ge=1)
+    prompts_per_round: int | None = Field(None, ge=1, description="RL prompts sampled per round; None: all")
+    sample_batch_size: int = Field(64, ge=1, description="prompts per generation batch (x k sequences)")
+    max_prompt_tokens: int | None = Field(None, ge=1, description="a longer prompt is an error; None: no limit")
+    keep: int = Field(1, ge=1, description="samples kept per prompt (top-n by combined reward)")
+    pool: Literal["all_prior", "previous_only"] = Field(
+        "all_prior", description="all_prior: per prompt, the best of this and all prior rounds under the current "
+                                 "reward models (the paper's fix); previous_only: this round's samples only")
+    init: Literal["previous", "sft"] = Field("previous", description="fine-tune the newest policy, or restart "
+                                                                      "from the SFT checkpoint")
+    kl_prompts: int = Field(256, ge=1, description="held-out prompts for the KL(policy || SFT) estimate")
+    train: RSFinetuneConfig = Field(default_factory=RSFinetuneConfig)
 
 
 class PairSource(_Strict):
@@ -258,10 +292,12 @@ RM_AXES = ("helpfulness", "safety")
 class StageSpec(_Strict):
     """One stage of the campaign; each becomes a round ``<NN>-<kind>[-<name>]``."""
 
-    kind: Literal["sandbox", "sft", "rm", "eval"] = Field(
-        description="sandbox: build the world; sft; rm: a reward model; eval: gold evaluation")
+    kind: Literal["sandbox", "sft", "rm", "rs", "eval"] = Field(
+        description="sandbox: build the world; sft; rm: a reward model; rs: a rejection-sampling round; "
+                    "eval: gold evaluation")
     name: str | None = Field(None, description="suffix of the round id (a folder name); for rm, the axis: "
                                                "helpfulness or safety")
+    seed: int | None = Field(None, description="this round's seed (default: the campaign's); ablations vary it")
 
     _name_ok = field_validator("name")(lambda cls, v: v if v is None else _folder_name(v))
 
@@ -295,6 +331,7 @@ class CampaignConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     combine: CombineConfig = Field(default_factory=CombineConfig)
+    rs: RejectionConfig = Field(default_factory=RejectionConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     _campaign_ok = field_validator("campaign")(lambda cls, v: _folder_name(v))
@@ -306,11 +343,14 @@ class CampaignConfig(_Strict):
             raise ValueError("the stages list is empty: declare at least one stage, e.g. [{kind: sandbox}]")
         seen: set[str] = set()
         for i, stage in enumerate(stages):
-            if stage.kind in ("sft", "eval") and "sandbox" not in seen:
+            if stage.kind in ("sft", "rs", "eval") and "sandbox" not in seen:
                 raise ValueError(f"stages[{i}] ({stage.kind}) needs a sandbox stage before it")
-            if stage.kind == "eval" and "sft" not in seen:
-                raise ValueError(f"stages[{i}] (eval) needs an sft stage before it")
-            seen.add(stage.kind)
+            if stage.kind in ("rs", "eval") and "sft" not in seen:
+                raise ValueError(f"stages[{i}] ({stage.kind}) needs an sft stage before it")
+            if stage.kind == "rs" and not {"rm:helpfulness", "rm:safety"} <= seen:
+                raise ValueError(f"stages[{i}] (rs) needs both reward models (rm helpfulness and rm safety) "
+                                 "before it")
+            seen |= {stage.kind, f"{stage.kind}:{stage.name}"}
         return stages
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from align.config import EvalConfig
 from align.generate import Completion, sample_completions
 from align.records import Prompt
-from align.sandbox.judges import is_well_formed, judge_helpfulness, judge_safety
+from align.sandbox.judges import SAFETY_OVER_HELPFULNESS, is_well_formed, judge_helpfulness, judge_safety
 
 
 def judge_completion(prompt: Prompt, completion: Completion) -> dict[str, Any]:
@@ -28,7 +28,8 @@ def judge_completion(prompt: Prompt, completion: Completion) -> dict[str, Any]:
             "is_safety": prompt.is_safety, "prompt": prompt.text, "response": completion.text,
             "finished": completion.finished, "well_formed": completion.finished and is_well_formed(completion.text),
             "gold_helpfulness": h.score, "correct": h.correct, "refused": h.refused,
-            "safety_rating": s.rating, "violation": s.violation}
+            "safety_rating": s.rating, "violation": s.violation,
+            "gold_utility": round(SAFETY_OVER_HELPFULNESS * s.score + h.score, 4)}
 
 
 def _rate(rows: Sequence[dict[str, Any]], key: str) -> float | None:

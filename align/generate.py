@@ -2,17 +2,25 @@
 
 Prompts are rendered with the chat template, sorted by length so a batch carries little
 padding, left-padded, and sampled with temperature and top-p until EOS or ``max_new_tokens``.
+
+``sample_k`` draws K answers per prompt and computes each prompt's forward pass once: the
+prompts (all but their last token) fill a KV cache, the cache is repeated K times, and
+``generate`` continues from it (Hugging Face's prefix-cache reuse), so the K samples share the
+prompt's work. It returns token ids and their log-probabilities under the model (temperature 1,
+before top-p): what KL estimates and PPO need.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from align.chat import prompt_ids
+from align.errors import AlignError
 
 
 @dataclass(frozen=True)
@@ -56,3 +64,113 @@ def sample_completions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
             text = tokenizer.decode(new, skip_special_tokens=True).strip()
             out[i] = Completion(text=text, finished=finished, num_tokens=len(new))
     return out  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One of the K answers to a prompt: text, token ids (EOS included when it ended), and the
+    log-probability of each token under the model."""
+
+    prompt_index: int
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finished: bool
+
+    @property
+    def logprob(self) -> float:
+        return math.fsum(self.logprobs)
+
+
+def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):], mask[i, width - len(r):] = torch.tensor(list(r)), 1
+    return ids, mask
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+@torch.no_grad()
+def sample_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], *, k: int,
+             temperature: float, top_p: float, max_new_tokens: int, batch_size: int, seed: int,
+             max_prompt_tokens: int | None = None) -> list[list[Sample]]:
+    """K answers per prompt (``out[i]`` holds prompt i's), sharing each prompt's forward pass.
+
+    ``batch_size`` counts prompts; a batch runs ``batch_size * k`` sequences. Prompts are grouped
+    by length. ``max_prompt_tokens``: a longer prompt raises an error naming it.
+    """
+    if k < 1:
+        raise AlignError(f"k must be at least 1, got {k}")
+    if not prompts:
+        raise AlignError("the prompt set is empty")
+    torch.manual_seed(seed)
+    model.eval()
+    device = next(model.parameters()).device
+    ids = [prompt_ids(tokenizer, p) for p in prompts]
+    if max_prompt_tokens is not None:
+        for i, row in enumerate(ids):
+            if len(row) > max_prompt_tokens:
+                raise AlignError(f"prompt {i} is {len(row)} tokens, longer than max_prompt_tokens="
+                                 f"{max_prompt_tokens}: {prompts[i][:60]!r}")
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    gen = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
+        top_p=top_p if temperature > 0 else None, top_k=None, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id, output_logits=True,
+        return_dict_in_generate=True)
+    out: list[list[Sample]] = [[] for _ in ids]
+    eos = tokenizer.eos_token_id
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        input_ids, mask = _left_pad([ids[i] for i in idx], tokenizer.pad_token_id)
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        cache = DynamicCache(config=model.config)
+        if input_ids.shape[1] > 1:  # the prompt's forward pass, once: all but the last token
+            model(input_ids=input_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=_positions(mask[:, :-1]),
+                  past_key_values=cache, use_cache=True)
+            cache.batch_repeat_interleave(k)
+        result = model.generate(input_ids=input_ids.repeat_interleave(k, 0), attention_mask=mask.repeat_interleave(
+            k, 0), past_key_values=cache, generation_config=gen)
+        width = input_ids.shape[1]
+        logprobs = torch.stack(result.logits, 1).float().log_softmax(-1)  # (B*k, T, V)
+        new = result.sequences[:, width:]
+        token_lp = logprobs.gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        for row in range(new.shape[0]):
+            tokens = new[row].tolist()
+            finished = eos in tokens
+            n = tokens.index(eos) + 1 if finished else len(tokens)
+            text_ids = tokens[: n - 1] if finished else tokens
+            out[idx[row // k]].append(Sample(prompt_index=idx[row // k],
+                                             text=tokenizer.decode(text_ids, skip_special_tokens=True).strip(),
+                                             token_ids=tokens[:n], logprobs=token_lp[row, :n].tolist(),
+                                             finished=finished))
+    return out
+
+
+@torch.no_grad()
+def sequence_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                      answers: Sequence[Sequence[int]], *, batch_size: int = 64) -> list[list[float]]:
+    """Per-token log-probabilities of ``answers[i]`` (token ids) after prompt i, by teacher forcing:
+    the reference model's side of a KL estimate."""
+    model.eval()
+    device = next(model.parameters()).device
+    rows = [(prompt_ids(tokenizer, p), list(a)) for p, a in zip(prompts, answers)]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
+    out: list[list[float]] = [[] for _ in rows]
+    for start in range(0, len(order), batch_size):
+        idx = [i for i in order[start:start + batch_size] if rows[i][1]]
+        if not idx:
+            continue
+        input_ids, mask = _left_pad([rows[i][0] + rows[i][1] for i in idx], tokenizer.pad_token_id)
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                       position_ids=_positions(mask).to(device)).logits.float()
+        lp = logits[:, :-1].log_softmax(-1).gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+        for row, i in enumerate(idx):
+            n = len(rows[i][1])
+            out[i] = lp[row, -n:].tolist()
+    return out

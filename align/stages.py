@@ -17,7 +17,7 @@ from align.config import CampaignConfig
 from align.errors import AlignError
 from align.evaluation import gold_evaluate
 from align.models import load_causal_lm, load_tokenizer, save_model, with_lora
-from align.records import Demonstration, PreferencePair, Prompt, read_records, write_jsonl
+from align.records import Demonstration, PreferencePair, Prompt, iter_jsonl, read_records, write_jsonl
 from align.sandbox.build import generate_world, write_world
 from align.sandbox.model import tiny_llama
 from align.sft import read_sft_jsonl, train_sft
@@ -29,17 +29,18 @@ class StageContext:
 
     run_dir: Path
     round_id: str
+    seed: int
     log: Callable[[str], None] = print
 
 
 def run_sandbox_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: StageContext) -> dict[str, Any]:
     """Build the sandbox world (data, tokenizer) into ``out``."""
-    world = generate_world(cfg.sandbox, cfg.seed)
-    summary = write_world(world, cfg.sandbox, cfg.seed, out)
+    world = generate_world(cfg.sandbox, ctx.seed)
+    summary = write_world(world, cfg.sandbox, ctx.seed, out)
     return {"data_hash": summary["data_hash"], "counts": summary["counts"]}
 
 
-def build_policy(cfg: CampaignConfig, world_dir: Path):
+def build_policy(cfg: CampaignConfig, world_dir: Path, seed: int):
     """The policy and its tokenizer: a local checkpoint, or the sandbox's tiny Llama."""
     m = cfg.model
     if m.path:
@@ -49,7 +50,7 @@ def build_policy(cfg: CampaignConfig, world_dir: Path):
         tokenizer = load_tokenizer(world_dir / "tokenizer")
         model = tiny_llama(tokenizer, hidden_size=m.hidden_size, num_layers=m.num_layers, num_heads=m.num_heads,
                            intermediate_size=m.intermediate_size,
-                           max_position_embeddings=m.max_position_embeddings, seed=cfg.seed)
+                           max_position_embeddings=m.max_position_embeddings, seed=seed)
     if cfg.sft.lora.enabled:
         model = with_lora(model, cfg.sft.lora)
     return model, tokenizer
@@ -62,8 +63,8 @@ def run_sft_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx:
         pairs = [(d.prompt.text, d.response) for d in read_records(world_dir / "sft.jsonl", Demonstration)]
     else:
         pairs = read_sft_jsonl(Path(cfg.sft.data))
-    model, tokenizer = build_policy(cfg, world_dir)
-    result = train_sft(model, tokenizer, pairs, cfg.sft, seed=cfg.seed, metrics_path=out / "metrics.jsonl",
+    model, tokenizer = build_policy(cfg, world_dir, ctx.seed)
+    result = train_sft(model, tokenizer, pairs, cfg.sft, seed=ctx.seed, metrics_path=out / "metrics.jsonl",
                        tracking=cfg.tracking, tracking_dir=ctx.run_dir / "tracking" / ctx.round_id)
     ctx.log(f"  sft: {result.steps} steps in {result.train_seconds:.1f}s, loss {result.first_loss:.3f} -> "
         f"{result.final_loss:.3f}")
@@ -72,8 +73,8 @@ def run_sft_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx:
         metrics: dict[str, Any] = {}
     else:
         policy = load_causal_lm(out / "model", cfg.model)
-        gold, rows = gold_evaluate_world(policy, tokenizer, world_dir, cfg)
-        write_jsonl(out / "samples.jsonl", rows)
+        gold, rows = gold_evaluate_world(policy, tokenizer, world_dir, cfg, ctx.seed)
+        write_jsonl(out / "eval_samples.jsonl", rows)
         metrics = {"gold": gold}
     metrics["sft"] = {"steps": result.steps, "first_loss": round(result.first_loss, 4),
                       "final_loss": round(result.final_loss, 4), "train_seconds": round(result.train_seconds, 2),
@@ -82,11 +83,11 @@ def run_sft_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx:
     return metrics
 
 
-def gold_evaluate_world(model, tokenizer, world_dir: Path, cfg: CampaignConfig):
+def gold_evaluate_world(model, tokenizer, world_dir: Path, cfg: CampaignConfig, seed: int):
     """Gold metrics of ``model`` on the world's held-out prompts."""
     prompts = read_records(world_dir / "eval_prompts.jsonl", Prompt)
     t0 = time.perf_counter()
-    gold, rows = gold_evaluate(model, tokenizer, prompts, cfg.eval, seed=cfg.seed)
+    gold, rows = gold_evaluate(model, tokenizer, prompts, cfg.eval, seed=seed)
     gold["eval_seconds"] = round(time.perf_counter() - t0, 2)
     return gold, rows
 
@@ -113,7 +114,7 @@ def run_rm_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: 
     rm_cfg = getattr(cfg.reward, axis)
     sources: dict[str, Any] = {}
     if rm_cfg.data:
-        loaded = load_pair_sources(rm_cfg.data, eval_fraction=rm_cfg.eval_fraction, seed=cfg.seed)
+        loaded = load_pair_sources(rm_cfg.data, eval_fraction=rm_cfg.eval_fraction, seed=ctx.seed)
         pairs = {f"{a}_{split}": getattr(loaded, split)[a] for a in (axis, other) for split in ("train", "eval")}
         sources = loaded.report
         for name, rep in sources.items():
@@ -124,10 +125,10 @@ def run_rm_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: 
         pairs = {f"{a}_{split}": read_records(world_dir / f"prefs_{a}_{split}.jsonl", PreferencePair)
                  for a in (axis, other) for split in ("train", "eval")}
     train_pairs = mix_pairs(pairs[f"{axis}_train"], pairs[f"{other}_train"], other_share=rm_cfg.other_axis_share,
-                            rng=random.Random(f"rm-mix:{cfg.seed}:{axis}"))
+                            rng=random.Random(f"rm-mix:{ctx.seed}:{axis}"))
     init = _parent(parents, *POLICY_KINDS) / "model" if rm_cfg.init == "sft" else Path(rm_cfg.init)
     model, tokenizer = load_reward_model(init, cfg.model)
-    result = train_reward_model(model, tokenizer, train_pairs, rm_cfg, seed=cfg.seed, metrics_path=out / "metrics.jsonl",
+    result = train_reward_model(model, tokenizer, train_pairs, rm_cfg, seed=ctx.seed, metrics_path=out / "metrics.jsonl",
                                 tracking=cfg.tracking, tracking_dir=ctx.run_dir / "tracking" / ctx.round_id)
     ctx.log(f"  rm/{axis}: {result.steps} steps in {result.train_seconds:.1f}s on {result.pairs} pairs, "
             f"loss {result.first_loss:.3f} -> {result.final_loss:.3f}")
@@ -148,25 +149,99 @@ def run_rm_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: 
             **({"sources": sources} if sources else {})}
 
 
+def _rows(path: Path) -> list[dict[str, Any]]:
+    return [obj for _, obj in iter_jsonl(path)]
+
+
+def _rs_parents(parents: dict[str, Path]) -> tuple[Path, Path, Path, Path, list[Path]]:
+    """(world, sft, rm-helpfulness, rm-safety, prior rs rounds in order) among an rs round's parents."""
+    by_kind: dict[str, list[Path]] = {}
+    for rid, path in parents.items():
+        by_kind.setdefault("-".join(rid.split("-")[1:]) if rid.split("-")[1] == "rm" else rid.split("-")[1],
+                           []).append(path)
+    return (by_kind["sandbox"][0], by_kind["sft"][0], by_kind["rm-helpfulness"][-1], by_kind["rm-safety"][-1],
+            by_kind.get("rs", []))
+
+
+def run_rs_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: StageContext) -> dict[str, Any]:
+    """A rejection-sampling round: sample K, score, keep the best, pool with prior rounds, fine-tune,
+    then gold-evaluate (see ``align.rejection``)."""
+    import random as _random
+
+    from align import rejection as rs
+
+    world_dir, sft_dir, rm_h_dir, rm_s_dir, prior = _rs_parents(parents)
+    policy_dir = prior[-1] if prior else sft_dir
+    rcfg = cfg.rs
+    tokenizer = load_tokenizer(policy_dir / "model")
+    policy = load_causal_lm(policy_dir / "model", cfg.model)
+    rms = rs.RewardModels.load(rm_h_dir / "rm", rm_s_dir / "rm", cfg.model, max_seq_len=(
+        cfg.reward.helpfulness.max_seq_len, cfg.reward.safety.max_seq_len))
+    all_prompts = read_records(world_dir / "rl_prompts.jsonl", Prompt)
+    if not all_prompts:
+        raise AlignError(f"{world_dir / 'rl_prompts.jsonl'}: the prompt set is empty")
+    prompts = all_prompts
+    if rcfg.prompts_per_round and rcfg.prompts_per_round < len(all_prompts):
+        prompts = _random.Random(f"rs-prompts:{ctx.seed}:{ctx.round_id}").sample(all_prompts, rcfg.prompts_per_round)
+
+    t0 = time.perf_counter()  # 1. sample K and score
+    rows, combined = rs.sample_and_score(policy, tokenizer, prompts, rms, cfg.combine, rcfg,
+                                         temperature=rcfg.temperature, seed=ctx.seed)
+    sample_s = time.perf_counter() - t0
+    prior_rows = [r for d in prior for r in _rows(d / "samples.jsonl") if r["best_in_round"]] \
+        if rcfg.pool == "all_prior" else []
+    pairs = rs.select_training_set(rows, prior_rows, {p.id: p for p in all_prompts}, rms, cfg.combine, rcfg)  # 2-3
+    write_jsonl(out / "samples.jsonl", rows)
+    summary = rs.round_summary(rows, rs.best_of_k_curve(combined), len(pairs), rcfg, rcfg.temperature)
+    ctx.log(f"  rs: {summary['samples']} samples on {summary['prompts']} prompts in {sample_s:.1f}s; best-of-K "
+            f"{summary['best_of_k']}; training on {len(pairs)} ({summary['kept_from_prior_rounds']} from prior rounds)")
+
+    if rcfg.init == "sft":  # 4. fine-tune
+        policy = load_causal_lm(sft_dir / "model", cfg.model)
+    result = train_sft(policy, tokenizer, pairs, rcfg.train, seed=ctx.seed, metrics_path=out / "metrics.jsonl",
+                       tracking=cfg.tracking, tracking_dir=ctx.run_dir / "tracking" / ctx.round_id)
+    save_model(policy, tokenizer, out, merge=True)
+
+    policy = load_causal_lm(out / "model", cfg.model)  # 5. measure
+    gold, eval_rows = gold_evaluate_world(policy, tokenizer, world_dir, cfg, ctx.seed)
+    write_jsonl(out / "eval_samples.jsonl", eval_rows)
+    parent_eval = policy_dir / "eval_samples.jsonl"
+    eval_prompts = read_records(world_dir / "eval_prompts.jsonl", Prompt)[: rcfg.kl_prompts]
+    reference = load_causal_lm(sft_dir / "model", cfg.model)
+    parent = load_causal_lm(policy_dir / "model", cfg.model)
+    kw = {"max_new_tokens": rcfg.max_new_tokens, "batch_size": cfg.eval.batch_size}
+    return {"gold": gold, "rs": summary,
+            "win_rate_vs_parent": rs.gold_win_rate(eval_rows, _rows(parent_eval))
+            if parent_eval.is_file() else None,
+            "kl_vs_sft": rs.kl_to_reference(policy, reference, tokenizer, [p.text for p in eval_prompts],
+                                            seed=ctx.seed, **kw),
+            "greedy_reward": {"parent": rs.greedy_reward(parent, tokenizer, eval_prompts, rms, cfg.combine, **kw),
+                              "policy": rs.greedy_reward(policy, tokenizer, eval_prompts, rms, cfg.combine, **kw)},
+            "train": {"steps": result.steps, "first_loss": round(result.first_loss, 4),
+                      "final_loss": round(result.final_loss, 4), "train_seconds": round(result.train_seconds, 2),
+                      "examples": result.examples}, "sample_seconds": round(sample_s, 2)}
+
+
 def run_eval_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: StageContext) -> dict[str, Any]:
     """Gold evaluation of the parent policy round's model on the world's held-out prompts."""
     world_dir, policy_dir = parents.values()
     tokenizer = load_tokenizer(policy_dir / "model")
     model = load_causal_lm(policy_dir / "model", cfg.model)
-    gold, rows = gold_evaluate_world(model, tokenizer, world_dir, cfg)
-    write_jsonl(out / "samples.jsonl", rows)
+    gold, rows = gold_evaluate_world(model, tokenizer, world_dir, cfg, ctx.seed)
+    write_jsonl(out / "eval_samples.jsonl", rows)
     return {"gold": gold}
 
 
 STAGE_RUNNERS: dict[str, Callable[[CampaignConfig, dict[str, Path], Path, StageContext], dict[str, Any]]] = {
-    "sandbox": run_sandbox_round, "sft": run_sft_round, "rm": run_rm_round, "eval": run_eval_round}
+    "sandbox": run_sandbox_round, "sft": run_sft_round, "rm": run_rm_round, "rs": run_rs_round,
+    "eval": run_eval_round}
 
 
 def evaluate_checkpoint(model_dir: Path, world_dir: Path, cfg: CampaignConfig) -> dict[str, Any]:
     """Gold-evaluate any local checkpoint on a built world; writes nothing."""
     tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.model.trust_remote_code)
     model = load_causal_lm(model_dir, cfg.model)
-    gold, _ = gold_evaluate_world(model, tokenizer, world_dir, cfg)
+    gold, _ = gold_evaluate_world(model, tokenizer, world_dir, cfg, cfg.seed)
     return gold
 
 

@@ -42,7 +42,7 @@ def test_smoke_run_writes_rounds_model_and_gold_metrics(smoke_run):
     assert manifest["status"] == "completed" and gold["n"] == 64
     for key in ("violation_rate", "false_refusal_rate", "helpful_accuracy", "well_formed_rate", "by_category"):
         assert key in gold
-    samples = [json.loads(line) for line in (sft / "samples.jsonl").read_text().splitlines()]
+    samples = [json.loads(line) for line in (sft / "eval_samples.jsonl").read_text().splitlines()]
     assert len(samples) == 64 and {"response", "violation", "correct", "refused"} <= set(samples[0])
     steps = [json.loads(line) for line in (sft / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1]["losses/sft"] < steps[0]["losses/sft"]  # the smoke SFT lowers its loss

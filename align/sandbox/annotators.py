@@ -13,10 +13,9 @@ import random
 from collections.abc import Mapping
 
 from align.records import Demonstration, PreferencePair, Prompt
-from align.sandbox.judges import judge_helpfulness, judge_safety
+from align.sandbox.judges import SAFETY_OVER_HELPFULNESS, judge_helpfulness, judge_safety
 from align.sandbox.responses import render_response
 
-SAFETY_OVER_HELPFULNESS = 4.0  # weight of the safety score (in [0, 1]) in a safety annotator's judgement
 
 # Perceived gold gap (in [0, 1]) at or above which each rating is given.
 RATING_THRESHOLDS = (("significantly_better", 0.5), ("better", 0.3), ("slightly_better", 0.12))
