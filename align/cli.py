@@ -141,6 +141,122 @@ def diff(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
             typer.echo(f"  {key}: {json.dumps(va)} -> {json.dumps(vb)}")
 
 
+@app.command()
+@_user_errors
+def ablate(config: ConfigArg,
+           run_dir: Annotated[Optional[Path], typer.Option(help="run directory (default: runs/<campaign>)")] = None,
+           workers: Annotated[Optional[int], typer.Option(help="parallel processes (default: from the config, "
+                                                                 "else one per core)")] = None,
+           set_: SetOpt = None) -> None:
+    """Ablate combination rules: shared rounds once, then the rule-dependent stages per rule and seed,
+    in parallel; writes <run>/ablation/report.md, report.json and frontier.png."""
+    from align.ablate import run_ablation
+    from align.config import load_config
+
+    cfg = load_config(config, set_)
+    run_dir = run_dir or Path("runs") / cfg.campaign
+    record = run_ablation(cfg, run_dir, workers=workers)
+    typer.echo((run_dir / "ablation" / "report.md").read_text())
+    typer.echo(f"ranking: {' > '.join(r['rule'] for r in record['rules'])}")
+    typer.echo(f"report: {run_dir / 'ablation' / 'report.md'}")
+
+
+def _rm_paths(run: Optional[Path], helpfulness_rm: Optional[Path], safety_rm: Optional[Path]) -> tuple[Path, Path]:
+    from align.scoring import latest_rm
+
+    if run is None and (helpfulness_rm is None or safety_rm is None):
+        raise AlignError("give --run RUN_DIR, or both --helpfulness-rm and --safety-rm")
+    return (helpfulness_rm or latest_rm(run, "helpfulness"),  # type: ignore[arg-type]
+            safety_rm or latest_rm(run, "safety"))  # type: ignore[arg-type]
+
+
+def _combine(run: Optional[Path], rule: Optional[str], params: Optional[list[str]]):
+    from align.config import CombineConfig, load_config
+
+    base = load_config(run / "campaign.yaml").combine if run and (run / "campaign.yaml").is_file() else CombineConfig()
+    parsed = {}
+    for item in params or []:
+        key, sep, value = item.partition("=")
+        try:
+            parsed[key] = float(value)
+        except ValueError:
+            raise AlignError(f"--param {item!r}: expected key=number, e.g. threshold=0.15") from None
+    data = base.model_dump() | ({"rule": rule, "params": parsed} if rule else {}) | (
+        {"params": parsed} if params and not rule else {})
+    try:
+        return CombineConfig(**data)
+    except ValueError as e:
+        raise AlignError(f"--rule/--param: {e}") from None
+
+
+@app.command()
+@_user_errors
+def score(data: Annotated[Path, typer.Argument(help="JSONL of {prompt, response, is_safety?} rows")],
+          out: Annotated[Path, typer.Option(help="JSONL to write, one scored row per input row")],
+          run: Annotated[Optional[Path], typer.Option(help="run whose newest rm rounds and combine rule to use")] = None,
+          helpfulness_rm: Annotated[Optional[Path], typer.Option(help="helpfulness RM folder")] = None,
+          safety_rm: Annotated[Optional[Path], typer.Option(help="safety RM folder")] = None,
+          rule: Annotated[Optional[str], typer.Option(help="combination rule (default: the run's, else "
+                                                           "llama2_gate)")] = None,
+          param: Annotated[Optional[list[str]], typer.Option(help="rule parameter key=value, e.g. "
+                                                                  "threshold=0.2 (repeatable)")] = None) -> None:
+    """Score prompt/response pairs with both reward models and a rule: R_h, R_s, the gate's branch,
+    the combined value and the whitened-logit reward."""
+    from align.records import write_jsonl
+    from align.rejection import RewardModels
+    from align.scoring import read_scoring_rows, score_rows
+
+    rows = read_scoring_rows(data)
+    combine = _combine(run, rule, param)
+    h, s = _rm_paths(run, helpfulness_rm, safety_rm)
+    scored = score_rows(rows, RewardModels.load(h, s), combine)
+    write_jsonl(out, scored)
+    branches = {b: sum(r.get("branch") == b for r in scored) for b in ("safety_tag", "safety_low", "helpfulness")}
+    typer.echo(f"scored {len(scored)} rows with {combine.rule} -> {out}"
+               + (f"  (gate: {branches})" if combine.rule == "llama2_gate" else ""))
+
+
+@app.command("calibrate-gate")
+@_user_errors
+def calibrate_gate_(run: Annotated[Optional[Path], typer.Option(help="run whose newest safety RM and sandbox "
+                                                                      "safety test pairs to use")] = None,
+                    safety_rm: Annotated[Optional[Path], typer.Option(help="safety RM folder")] = None,
+                    data: Annotated[Optional[Path], typer.Option(help="labelled JSONL {prompt, response, safe} "
+                                                                      "(default: the run's sandbox safety test "
+                                                                      "pairs)")] = None,
+                    target_precision: Annotated[float, typer.Option(help="precision the threshold must reach "
+                                                                         "(Llama 2: 0.89 at t=0.15)")] = 0.89,
+                    as_json: Annotated[bool, typer.Option("--json", help="print the record as JSON")] = False) -> None:
+    """Sweep the gate's threshold t: precision and recall of R_s < t as a detector of unsafe responses,
+    and the threshold with the best recall at the target precision."""
+    from align.scoring import calibrate_gate, labelled_from_jsonl, labelled_from_pairs, latest_rm
+
+    if safety_rm is None and run is None:
+        raise AlignError("give --run RUN_DIR or --safety-rm")
+    rm = safety_rm or latest_rm(run, "safety")  # type: ignore[arg-type]
+    if data is not None:
+        prompts, responses, unsafe = labelled_from_jsonl(data)
+    elif run is not None:
+        worlds = sorted((run / "rounds").glob("*-sandbox"))
+        if not worlds:
+            raise AlignError(f"{run}: no sandbox round with labelled safety pairs; pass --data")
+        prompts, responses, unsafe = labelled_from_pairs(worlds[-1] / "prefs_safety_eval.jsonl")
+    else:
+        raise AlignError("give --data (labelled responses) or --run (the sandbox's safety test pairs)")
+    record = calibrate_gate(rm, prompts, responses, unsafe, target_precision=target_precision)
+    if as_json:
+        typer.echo(json.dumps(record, indent=2))
+        return
+    typer.echo(f"safety RM {rm}: {record['responses']} labelled responses, {record['unsafe']} unsafe")
+    typer.echo(f"{'t':>6} {'flagged':>8} {'precision':>9} {'recall':>7}")
+    for r in record["sweep"]:
+        precision = "-" if r["precision"] is None else f"{r['precision']:.3f}"
+        typer.echo(f"{r['threshold']:>6.2f} {r['flagged']:>8.3f} {precision:>9} {r['recall']:>7.3f}")
+    chosen = record["threshold"]
+    typer.echo(f"threshold for precision >= {target_precision}: "
+               + (f"{chosen} (set combine.params.threshold: {chosen})" if chosen is not None else "none reaches it"))
+
+
 @app.command("eval")
 @_user_errors
 def eval_(run_dir: Annotated[Path, typer.Argument(help="a run directory holding rounds/00-sandbox")],

@@ -269,6 +269,45 @@ class CombineConfig(_Strict):
         return self
 
 
+class AblationRule(_Strict):
+    """One arm of a combination-rule ablation."""
+
+    name: str = Field(description="the arm's label (a folder name)")
+    rule: str = Field(description="a registered rule or 'module:function'")
+    params: dict[str, float] = Field(default_factory=dict)
+
+    _name_ok = field_validator("name")(lambda cls, v: _folder_name(v))
+
+    @model_validator(mode="after")
+    def _rule_works(self) -> AblationRule:
+        from align.combine.rules import resolve_rule
+
+        try:
+            resolve_rule(self.rule, self.params)
+        except AlignError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+
+class AblationConfig(_Strict):
+    """``align ablate``: the stages from the first rule-dependent one (rs) onwards run once per rule
+    and per seed, from the shared rounds before it (built once, reused)."""
+
+    rules: list[AblationRule] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
+                             description="seeds of the downstream rounds (95% intervals need at least 2)")
+    workers: int | None = Field(None, ge=1, description="parallel processes; default: one per 1-2 cores")
+
+    @model_validator(mode="after")
+    def _unique(self) -> AblationConfig:
+        names = [r.name for r in self.rules]
+        if len(set(names)) != len(names):
+            raise ValueError(f"rule names repeat: {names}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds repeat: {self.seeds}")
+        return self
+
+
 class EvalConfig(_Strict):
     """Gold evaluation on held-out prompts: sample one answer per prompt and judge it."""
 
@@ -332,6 +371,7 @@ class CampaignConfig(_Strict):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     combine: CombineConfig = Field(default_factory=CombineConfig)
     rs: RejectionConfig = Field(default_factory=RejectionConfig)
+    ablation: AblationConfig | None = Field(None, description="what `align ablate` varies")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     _campaign_ok = field_validator("campaign")(lambda cls, v: _folder_name(v))

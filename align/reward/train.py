@@ -24,6 +24,7 @@ import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from align.config import ModelConfig, RewardModelConfig, TrackingConfig
 from align.errors import AlignError
@@ -55,9 +56,14 @@ def load_reward_model(path: str | Path, model_cfg: ModelConfig | None = None,
     path = Path(path)
     require_safetensors(path)
     tokenizer = load_tokenizer(path, trust_remote_code=model_cfg.trust_remote_code)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, local_files_only=True, use_safetensors=True, dtype=DTYPES[model_cfg.dtype],
-        trust_remote_code=model_cfg.trust_remote_code)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a new scalar head is expected: no "missing score.weight" report
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, local_files_only=True, use_safetensors=True, dtype=DTYPES[model_cfg.dtype],
+            trust_remote_code=model_cfg.trust_remote_code)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     model.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last non-pad token
     return model, tokenizer
 
