@@ -193,7 +193,9 @@ def run_ablation(cfg: CampaignConfig, run_dir: Path, *, workers: int | None = No
         raise AlignError("the config has no `ablation:` section (rules and seeds to compare)")
     first = split_stages(cfg)
     started = time.perf_counter()
-    shared = run_campaign(cfg.model_copy(update={"stages": cfg.stages[:first]}), run_dir, log=log) if first else []
+    from align.campaign import plan_rounds
+
+    shared = run_campaign(cfg, run_dir, until=plan_rounds(cfg)[first - 1].id, log=log) if first else []
     arms = [Arm(rule, seed) for rule in cfg.ablation.rules for seed in cfg.ablation.seeds]
     cores = os.cpu_count() or 1
     workers = min(len(arms), workers or cfg.ablation.workers or max(1, cores))

@@ -57,6 +57,7 @@ def plan_rounds(cfg: CampaignConfig) -> list[RoundPlan]:
     plans: list[RoundPlan] = []
     latest: dict[str, str] = {}
     rs_rounds: list[str] = []
+    prefs_rounds: list[str] = []
     for i, stage in enumerate(cfg.stages):
         round_id = f"{i:02d}-{stage.kind}" + (f"-{stage.name}" if stage.name else "")
         base = {"kind": stage.kind, "seed": cfg.seed if stage.seed is None else stage.seed}
@@ -70,7 +71,7 @@ def plan_rounds(cfg: CampaignConfig) -> list[RoundPlan]:
         elif stage.kind == "rm":
             rm_cfg = getattr(cfg.reward, stage.name)
             parents = ((latest["sandbox"],) if not rm_cfg.data else ()) + (
-                (latest["policy"],) if rm_cfg.init == "sft" else ())
+                (latest["policy"],) if rm_cfg.init == "sft" else ()) + tuple(prefs_rounds)
             files = () if rm_cfg.init == "sft" else tuple(sorted(Path(rm_cfg.init).glob("*.safetensors")))
             for src in rm_cfg.data:  # the spec and the data file are inputs: a change rebuilds the round
                 files += (Path(src.spec),) + ((Path(src.path),) if src.path else ())
@@ -86,6 +87,17 @@ def plan_rounds(cfg: CampaignConfig) -> list[RoundPlan]:
                              base | {"rs": cfg.rs.model_dump(mode="json"), "combine": cfg.combine.model_dump(mode="json"),
                                      "eval": cfg.eval.model_dump(mode="json"), "model": {"dtype": cfg.model.dtype}})
             rs_rounds.append(round_id)
+        elif stage.kind == "prefs":
+            pc = cfg.prefs
+            rms = (latest.get("rm:helpfulness"), latest.get("rm:safety")) if pc.labeler == "reward_model" else ()
+            if None in rms:
+                raise AlignError(f"stages[{i}] (prefs): labeler reward_model needs both rm stages before it")
+            files = tuple(Path(f) for src in pc.data for f in (src.spec, src.path) if f)
+            plan = RoundPlan(round_id, "prefs", (latest["sandbox"], latest["policy"], *rms),  # type: ignore[arg-type]
+                             base | {"prefs": pc.model_dump(mode="json"),
+                                     "preferences": cfg.sandbox.preferences.model_dump(mode="json"),
+                                     "model": {"dtype": cfg.model.dtype}}, files)
+            prefs_rounds.append(round_id)
         else:
             plan = RoundPlan(round_id, "eval", (latest["sandbox"], latest["policy"]),
                              base | {"eval": cfg.eval.model_dump(mode="json"),

@@ -170,12 +170,17 @@ class RejectionConfig(_Strict):
     with the best of prior rounds, fine-tune."""
 
     k: int = Field(4, ge=1, description="samples per prompt (the paper: up to 10 per prompt at 70B)")
-    temperature: float = Field(1.0, gt=0, description="sampling temperature of the K samples")
+    temperature: float | Literal["auto"] = Field(1.0, description="sampling temperature of the K samples, or "
+                                                   "'auto': the grid value with the best expected best-of-K reward")
+    temperature_grid: list[float] = Field(default_factory=lambda: [0.6, 0.8, 1.0, 1.2, 1.4], min_length=1)
+    temperature_prompts: int = Field(64, ge=1, description="'auto': prompts of the subset the grid is tried on")
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(48, ge=1)
     prompts_per_round: int | None = Field(None, ge=1, description="RL prompts sampled per round; None: all")
     sample_batch_size: int = Field(64, ge=1, description="prompts per generation batch (x k sequences)")
-    max_prompt_tokens: int | None = Field(None, ge=1, description="a longer prompt is an error; None: no limit")
+    max_prompt_tokens: int | None = Field(None, ge=1, description="prompt length limit in tokens; None: none")
+    long_prompts: Literal["error", "truncate"] = Field("error", description="a prompt over the limit: an error "
+                                                                            "naming it, or keep its last tokens")
     keep: int = Field(1, ge=1, description="samples kept per prompt (top-n by combined reward)")
     pool: Literal["all_prior", "previous_only"] = Field(
         "all_prior", description="all_prior: per prompt, the best of this and all prior rounds under the current "
@@ -184,6 +189,20 @@ class RejectionConfig(_Strict):
                                                                       "from the SFT checkpoint")
     kl_prompts: int = Field(256, ge=1, description="held-out prompts for the KL(policy || SFT) estimate")
     train: RSFinetuneConfig = Field(default_factory=RSFinetuneConfig)
+
+    @field_validator("temperature")
+    @classmethod
+    def _positive(cls, v: float | str) -> float | str:
+        if v != "auto" and v <= 0:  # type: ignore[operator]
+            raise ValueError("temperature must be positive (or 'auto')")
+        return v
+
+    @field_validator("temperature_grid")
+    @classmethod
+    def _grid_positive(cls, v: list[float]) -> list[float]:
+        if any(t <= 0 for t in v):
+            raise ValueError(f"every temperature of the grid must be positive, got {v}")
+        return v
 
 
 class PairSource(_Strict):
@@ -269,6 +288,18 @@ class CombineConfig(_Strict):
         return self
 
 
+class PrefsConfig(_Strict):
+    """A preference-refresh round: two answers per prompt from the newest policy, labelled."""
+
+    labeler: Literal["sandbox", "reward_model", "jsonl"] = Field(
+        "sandbox", description="sandbox: simulated annotators (gold + noise); reward_model: the newest RM of "
+                               "each axis labels (RLAIF); jsonl: import labels from `data`")
+    prompts: int = Field(1000, ge=1, description="RL prompts sampled for comparison per round")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of the two answers")
+    max_new_tokens: int = Field(48, ge=1)
+    data: list[PairSource] = Field(default_factory=list, description="labeler jsonl: the labelled pair files")
+
+
 class AblationRule(_Strict):
     """One arm of a combination-rule ablation."""
 
@@ -331,9 +362,9 @@ RM_AXES = ("helpfulness", "safety")
 class StageSpec(_Strict):
     """One stage of the campaign; each becomes a round ``<NN>-<kind>[-<name>]``."""
 
-    kind: Literal["sandbox", "sft", "rm", "rs", "eval"] = Field(
+    kind: Literal["sandbox", "sft", "rm", "rs", "prefs", "eval"] = Field(
         description="sandbox: build the world; sft; rm: a reward model; rs: a rejection-sampling round; "
-                    "eval: gold evaluation")
+                    "prefs: new preference pairs on the newest policy's samples; eval: gold evaluation")
     name: str | None = Field(None, description="suffix of the round id (a folder name); for rm, the axis: "
                                                "helpfulness or safety")
     seed: int | None = Field(None, description="this round's seed (default: the campaign's); ablations vary it")
@@ -371,6 +402,7 @@ class CampaignConfig(_Strict):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     combine: CombineConfig = Field(default_factory=CombineConfig)
     rs: RejectionConfig = Field(default_factory=RejectionConfig)
+    prefs: PrefsConfig = Field(default_factory=PrefsConfig)
     ablation: AblationConfig | None = Field(None, description="what `align ablate` varies")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
@@ -383,9 +415,9 @@ class CampaignConfig(_Strict):
             raise ValueError("the stages list is empty: declare at least one stage, e.g. [{kind: sandbox}]")
         seen: set[str] = set()
         for i, stage in enumerate(stages):
-            if stage.kind in ("sft", "rs", "eval") and "sandbox" not in seen:
+            if stage.kind in ("sft", "rs", "prefs", "eval") and "sandbox" not in seen:
                 raise ValueError(f"stages[{i}] ({stage.kind}) needs a sandbox stage before it")
-            if stage.kind in ("rs", "eval") and "sft" not in seen:
+            if stage.kind in ("rs", "prefs", "eval") and "sft" not in seen:
                 raise ValueError(f"stages[{i}] ({stage.kind}) needs an sft stage before it")
             if stage.kind == "rs" and not {"rm:helpfulness", "rm:safety"} <= seen:
                 raise ValueError(f"stages[{i}] (rs) needs both reward models (rm helpfulness and rm safety) "

@@ -13,6 +13,7 @@ before top-p): what KL estimates and PPO need.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -98,11 +99,13 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], *, k: int,
              temperature: float, top_p: float, max_new_tokens: int, batch_size: int, seed: int,
-             max_prompt_tokens: int | None = None) -> list[list[Sample]]:
+             max_prompt_tokens: int | None = None, long_prompts: str = "error") -> list[list[Sample]]:
     """K answers per prompt (``out[i]`` holds prompt i's), sharing each prompt's forward pass.
 
     ``batch_size`` counts prompts; a batch runs ``batch_size * k`` sequences. Prompts are grouped
-    by length. ``max_prompt_tokens``: a longer prompt raises an error naming it.
+    by length. A prompt longer than ``max_prompt_tokens`` raises an error naming it
+    (``long_prompts="error"``) or keeps its last ``max_prompt_tokens`` tokens, with a warning
+    (``"truncate"``).
     """
     if k < 1:
         raise AlignError(f"k must be at least 1, got {k}")
@@ -113,10 +116,17 @@ def sample_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
     device = next(model.parameters()).device
     ids = [prompt_ids(tokenizer, p) for p in prompts]
     if max_prompt_tokens is not None:
-        for i, row in enumerate(ids):
-            if len(row) > max_prompt_tokens:
-                raise AlignError(f"prompt {i} is {len(row)} tokens, longer than max_prompt_tokens="
-                                 f"{max_prompt_tokens}: {prompts[i][:60]!r}")
+        long = [i for i, row in enumerate(ids) if len(row) > max_prompt_tokens]
+        if long and long_prompts == "error":
+            i = long[0]
+            raise AlignError(f"prompt {i} is {len(ids[i])} tokens, longer than max_prompt_tokens="
+                             f"{max_prompt_tokens} ({len(long)} such prompts): {prompts[i][:60]!r}; set "
+                             "long_prompts: truncate to keep their last tokens")
+        if long:
+            warnings.warn(f"{len(long)} prompt(s) longer than {max_prompt_tokens} tokens: keeping their last "
+                          f"{max_prompt_tokens} tokens", stacklevel=2)
+            for i in long:
+                ids[i] = ids[i][-max_prompt_tokens:]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     gen = GenerationConfig(
         max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,

@@ -118,7 +118,8 @@ def sample_and_score(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     """K samples per prompt with their scores: rows for ``samples.jsonl`` and the ``(N, K)`` rule values."""
     samples = sample_k(policy, tokenizer, [p.text for p in prompts], k=cfg.k, temperature=temperature,
                        top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.sample_batch_size,
-                       seed=seed, max_prompt_tokens=cfg.max_prompt_tokens)
+                       seed=seed, max_prompt_tokens=cfg.max_prompt_tokens,
+                       long_prompts=cfg.long_prompts)
     flat = [(p, s) for p, group in zip(prompts, samples) for s in group]
     scored = score_responses(rms, combine, [p for p, _ in flat], [s.text for _, s in flat])
     rows = []
@@ -130,6 +131,19 @@ def sample_and_score(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
                      "combined": round(float(scored.combined[i]), 6), "reward": round(float(scored.reward[i]), 6),
                      **({"branch": scored.branch[i]} if scored.branch else {})})
     return rows, scored.combined.view(len(prompts), cfg.k)
+
+
+def choose_temperature(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt],
+                       rms: RewardModels, combine: CombineConfig, cfg: RejectionConfig, *,
+                       seed: int) -> tuple[float, dict[str, float]]:
+    """The grid temperature with the highest expected best-of-K reward on ``prompts`` (the paper
+    found the best temperature drifts upward across rounds), and the value of each."""
+    curve = {}
+    for t in cfg.temperature_grid:
+        _, combined = sample_and_score(policy, tokenizer, prompts, rms, combine, cfg, temperature=t, seed=seed)
+        curve[f"{t:g}"] = round(float(combined.max(dim=1).values.mean()), 4)
+    best = max(cfg.temperature_grid, key=lambda t: (curve[f"{t:g}"], -t))
+    return best, curve
 
 
 def kl_to_reference(policy: PreTrainedModel, reference: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,

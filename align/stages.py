@@ -124,6 +124,13 @@ def run_rm_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: 
         world_dir = _parent(parents, "sandbox")
         pairs = {f"{a}_{split}": read_records(world_dir / f"prefs_{a}_{split}.jsonl", PreferencePair)
                  for a in (axis, other) for split in ("train", "eval")}
+    refreshed = {a: 0 for a in (axis, other)}
+    for rid, folder in parents.items():  # pairs of earlier preference-refresh rounds
+        if rid.split("-")[1] == "prefs":
+            for a in (axis, other):
+                new = read_records(folder / f"prefs_{a}.jsonl", PreferencePair)
+                pairs[f"{a}_train"] = [*pairs[f"{a}_train"], *new]
+                refreshed[a] += len(new)
     train_pairs = mix_pairs(pairs[f"{axis}_train"], pairs[f"{other}_train"], other_share=rm_cfg.other_axis_share,
                             rng=random.Random(f"rm-mix:{ctx.seed}:{axis}"))
     init = _parent(parents, *POLICY_KINDS) / "model" if rm_cfg.init == "sft" else Path(rm_cfg.init)
@@ -146,7 +153,8 @@ def run_rm_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: 
                 p.axis == other for p in train_pairs), "first_loss": round(result.first_loss, 4),
                 "final_loss": round(result.final_loss, 4), "train_accuracy": round(result.train_accuracy, 4),
                 "train_seconds": round(result.train_seconds, 2)},
-            **({"sources": sources} if sources else {})}
+            **({"sources": sources} if sources else {}),
+            **({"refreshed_pairs": refreshed} if any(refreshed.values()) else {})}
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -185,14 +193,24 @@ def run_rs_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: 
         prompts = _random.Random(f"rs-prompts:{ctx.seed}:{ctx.round_id}").sample(all_prompts, rcfg.prompts_per_round)
 
     t0 = time.perf_counter()  # 1. sample K and score
+    temperature, temperature_curve = rcfg.temperature, None
+    if temperature == "auto":
+        subset = _random.Random(f"rs-temperature:{ctx.seed}").sample(prompts, min(rcfg.temperature_prompts,
+                                                                                   len(prompts)))
+        temperature, temperature_curve = rs.choose_temperature(policy, tokenizer, subset, rms, cfg.combine, rcfg,
+                                                               seed=ctx.seed)
+        ctx.log(f"  rs: temperature {temperature} (expected best-of-{rcfg.k} reward by temperature: "
+                f"{temperature_curve})")
     rows, combined = rs.sample_and_score(policy, tokenizer, prompts, rms, cfg.combine, rcfg,
-                                         temperature=rcfg.temperature, seed=ctx.seed)
+                                         temperature=float(temperature), seed=ctx.seed)
     sample_s = time.perf_counter() - t0
     prior_rows = [r for d in prior for r in _rows(d / "samples.jsonl") if r["best_in_round"]] \
         if rcfg.pool == "all_prior" else []
     pairs = rs.select_training_set(rows, prior_rows, {p.id: p for p in all_prompts}, rms, cfg.combine, rcfg)  # 2-3
     write_jsonl(out / "samples.jsonl", rows)
-    summary = rs.round_summary(rows, rs.best_of_k_curve(combined), len(pairs), rcfg, rcfg.temperature)
+    summary = rs.round_summary(rows, rs.best_of_k_curve(combined), len(pairs), rcfg, float(temperature))
+    if temperature_curve:
+        summary["temperature_search"] = temperature_curve
     ctx.log(f"  rs: {summary['samples']} samples on {summary['prompts']} prompts in {sample_s:.1f}s; best-of-K "
             f"{summary['best_of_k']}; training on {len(pairs)} ({summary['kept_from_prior_rounds']} from prior rounds)")
 
@@ -222,6 +240,64 @@ def run_rs_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: 
                       "examples": result.examples}, "sample_seconds": round(sample_s, 2)}
 
 
+def run_prefs_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: StageContext) -> dict[str, Any]:
+    """New preference pairs on the newest policy's samples, labelled by the configured labeler."""
+    import random as _random
+
+    import torch
+
+    from align import prefs as pf
+    from align.generate import sample_k
+    from align.reward.data import load_pair_sources
+
+    pc = cfg.prefs
+    world_dir = _parent(parents, "sandbox")
+    by_axis: dict[str, list[PreferencePair]] = {"helpfulness": [], "safety": []}
+    if pc.labeler == "jsonl":
+        if not pc.data:
+            raise AlignError("prefs.labeler is jsonl but prefs.data names no file")
+        by_axis = load_pair_sources(pc.data, eval_fraction=0.0, seed=ctx.seed).train
+    else:
+        policy_dir = _parent(parents, *POLICY_KINDS)
+        tokenizer = load_tokenizer(policy_dir / "model")
+        policy = load_causal_lm(policy_dir / "model", cfg.model)
+        pool = read_records(world_dir / "rl_prompts.jsonl", Prompt)
+        rng = _random.Random(f"prefs:{ctx.seed}:{ctx.round_id}")
+        prompts = rng.sample(pool, min(pc.prompts, len(pool)))
+        samples = sample_k(policy, tokenizer, [p.text for p in prompts], k=2, temperature=pc.temperature, top_p=1.0,
+                           max_new_tokens=pc.max_new_tokens, batch_size=cfg.rs.sample_batch_size, seed=ctx.seed)
+        answers = [(g[0].text, g[1].text) for g in samples]
+        for axis in by_axis:
+            idx = [i for i, p in enumerate(prompts) if axis in pf.axes_of(p)]
+            if pc.labeler == "sandbox":
+                pc_sb = cfg.sandbox.preferences
+                labelled = [pf.label_sandbox(prompts[i], *answers[i], axis, rng, choice_temperature=
+                                             pc_sb.choice_temperature, gap_noise=pc_sb.gap_noise) for i in idx]
+            else:
+                from align.reward.train import load_reward_model, score
+
+                rm, rm_tok = load_reward_model(_rm_parent(parents, axis) / "rm", cfg.model)
+                texts = [prompts[i].text for i in idx]
+                max_len = getattr(cfg.reward, axis).max_seq_len
+                sa, sb = (torch.sigmoid(torch.as_tensor(score(rm, rm_tok, texts, [answers[i][j] for i in idx],
+                                                              max_seq_len=max_len))) for j in (0, 1))
+                labelled = pf.label_with_reward_model([prompts[i] for i in idx], [answers[i][0] for i in idx],
+                                                      [answers[i][1] for i in idx], axis, sa, sb)
+            by_axis[axis] = [p for p in labelled if p is not None]
+    for axis, pairs in by_axis.items():
+        write_jsonl(out / f"prefs_{axis}.jsonl", pairs)
+    summary = pf.summarize_pairs(by_axis, sandbox=pc.labeler != "jsonl")
+    ctx.log(f"  prefs ({pc.labeler}): " + ", ".join(f"{a}: {m['pairs']} pairs" for a, m in summary.items()))
+    return {"labeler": pc.labeler, **summary}
+
+
+def _rm_parent(parents: dict[str, Path], axis: str) -> Path:
+    found = [path for rid, path in parents.items() if rid.endswith(f"-rm-{axis}")]
+    if not found:
+        raise AlignError(f"no rm round for {axis} among the parents {', '.join(parents)}")
+    return found[-1]
+
+
 def run_eval_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: StageContext) -> dict[str, Any]:
     """Gold evaluation of the parent policy round's model on the world's held-out prompts."""
     world_dir, policy_dir = parents.values()
@@ -234,7 +310,7 @@ def run_eval_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx
 
 STAGE_RUNNERS: dict[str, Callable[[CampaignConfig, dict[str, Path], Path, StageContext], dict[str, Any]]] = {
     "sandbox": run_sandbox_round, "sft": run_sft_round, "rm": run_rm_round, "rs": run_rs_round,
-    "eval": run_eval_round}
+    "prefs": run_prefs_round, "eval": run_eval_round}
 
 
 def evaluate_checkpoint(model_dir: Path, world_dir: Path, cfg: CampaignConfig) -> dict[str, Any]:
@@ -246,4 +322,4 @@ def evaluate_checkpoint(model_dir: Path, world_dir: Path, cfg: CampaignConfig) -
 
 
 __all__ = ["STAGE_RUNNERS", "StageContext", "build_policy", "evaluate_checkpoint", "run_eval_round",
-           "run_rm_round", "run_sandbox_round", "run_sft_round"]
+           "run_prefs_round", "run_rm_round", "run_rs_round", "run_sandbox_round", "run_sft_round"]

@@ -47,7 +47,7 @@ def load_pair_sources(sources: Sequence, *, eval_fraction: float, seed: int) -> 
         pairs, rep = load_pairs(spec, Path(src.path) if src.path else None)
         random.Random(f"rm-split:{seed}:{i}").shuffle(pairs)
         pairs = pairs[: src.limit]
-        cut = len(pairs) - max(1, round(eval_fraction * len(pairs)))
+        cut = len(pairs) - (max(1, round(eval_fraction * len(pairs))) if eval_fraction > 0 else 0)
         if cut < 1:
             raise AlignError(f"{src.path or spec.hub}: {len(pairs)} pair(s) cannot be split into train and eval")
         train[spec.axis] += pairs[:cut]
