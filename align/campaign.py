@@ -163,7 +163,7 @@ def run_campaign(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None
                 metrics = STAGE_RUNNERS[plan.kind](cfg, {p: done[p].path for p in plan.parents}, tmp, ctx)
                 ended = time.time()
                 manifest = {"id": plan.id, "kind": plan.kind, "parents": list(plan.parents), "config": plan.config,
-                            "config_hash": plan.config_hash, "input_hashes": inputs, "seed": cfg.seed,
+                            "config_hash": plan.config_hash, "input_hashes": inputs, "seed": plan.config["seed"],
                             "campaign": cfg.campaign, "code_version": code_version(),
                             "library_versions": library_versions(), "started": started, "ended": ended,
                             "duration_s": round(ended - started, 3), "metrics": metrics}

@@ -206,8 +206,8 @@ def score(data: Annotated[Path, typer.Argument(help="JSONL of {prompt, response,
     from align.rejection import RewardModels
     from align.scoring import read_scoring_rows, score_rows
 
-    rows = read_scoring_rows(data)
     combine = _combine(run, rule, param)
+    rows = read_scoring_rows(data)
     h, s = _rm_paths(run, helpfulness_rm, safety_rm)
     scored = score_rows(rows, RewardModels.load(h, s), combine)
     write_jsonl(out, scored)

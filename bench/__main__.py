@@ -6,18 +6,25 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import rm_hh_harmless
+from bench import generate_k, rm_hh_harmless
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit", type=int, default=None, help="train on at most N pairs (a quick run)")
+    parser.add_argument("--only", choices=["rm", "generate"], default=None, help="run one benchmark")
     args = parser.parse_args()
-    results = rm_hh_harmless.run(limit=args.limit)
+    results = []
+    if args.only in (None, "generate"):
+        results += generate_k.run(quick=args.limit is not None)
+    if args.only in (None, "rm"):
+        results += rm_hh_harmless.run(limit=args.limit)
     out = Path(__file__).parent / "results.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    kept = json.loads(out.read_text()) if out.is_file() and args.only else []  # --only: update those entries
+    names = {r["name"] for r in results}
+    out.write_text(json.dumps([r for r in kept if r["name"] not in names] + results, indent=2) + "\n")
     for r in results:
-        print(f"{r['name']}: ours={r['ours']} peer(TRL)={r['peer']} ratio={r['ratio']} [{r['unit']}]")
+        print(f"{r['name']}: ours={r['ours']} peer={r['peer']} ratio={r['ratio']} [{r['unit']}]")
     print(f"wrote {out}")
 
 

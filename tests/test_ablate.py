@@ -26,7 +26,8 @@ def test_summarize_ranks_by_gold_score():
                       "b": [run(0.0, 0.1, 0.7), run(0.0, 0.1, 0.9)]})  # 0.7
     assert [(r["rule"], r["rank"], r["gold_score"]) for r in rows] == [("b", 1, 0.7), ("a", 2, 0.5)]
     assert rows[0]["helpful_accuracy"]["mean"] == 0.8
-    assert rows[0]["helpful_accuracy"]["ci95"] == pytest.approx(12.7062 * 0.1 / math.sqrt(2), abs=1e-3)
+    # 0.7, 0.9: sample sd 0.1414, standard error 0.1, t(0.975, 1) = 12.7062
+    assert rows[0]["helpful_accuracy"]["ci95"] == pytest.approx(12.7062 * 0.1, abs=1e-3)
 
 
 def _ablation_config(tmp_path, rules):

@@ -10,12 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
 from conftest import ROOT, SMOKE, align_cli
 
 from align.campaign import campaign_status
 from align.store import CampaignStore, hash_outputs, sha256_file
 
-ROUNDS = ("00-sandbox", "01-sft", "02-eval", "03-rm-helpfulness", "04-rm-safety")
+ROUNDS = ("00-sandbox", "01-sft", "02-eval", "03-rm-helpfulness", "04-rm-safety", "05-rs", "06-prefs",
+          "07-rm-helpfulness", "08-rm-safety", "09-rs")
 
 
 def _files(round_dir: Path) -> dict[str, str]:
@@ -113,10 +115,23 @@ def test_changing_one_stage_reruns_that_round_and_its_descendants_only(smoke_cop
 def test_changing_a_leaf_stage_reruns_only_that_round(smoke_copy):
     run_dir = smoke_copy
     before = {r: _files(run_dir / "rounds" / r) for r in ROUNDS}
-    result = align_cli("run", str(SMOKE), "--run-dir", str(run_dir), "--set", "reward.safety.lr=0.001")
+    stages = yaml.safe_load(SMOKE.read_text())["stages"]
+    stages[-1]["seed"] = 7  # a new seed for the last round only
+    result = align_cli("run", str(SMOKE), "--run-dir", str(run_dir), "--set", f"stages={json.dumps(stages)}")
     assert result.returncode == 0, result.stderr
     after = {r: _files(run_dir / "rounds" / r) for r in ROUNDS}
-    assert [r for r in ROUNDS if after[r] != before[r]] == ["04-rm-safety"]
+    assert [r for r in ROUNDS if after[r] != before[r]] == ["09-rs"]
+    assert json.loads((run_dir / "rounds" / "09-rs" / "manifest.json").read_text())["seed"] == 7
+
+
+def test_changing_a_middle_stage_keeps_the_rounds_it_does_not_feed(smoke_copy):
+    run_dir = smoke_copy
+    before = {r: _files(run_dir / "rounds" / r) for r in ROUNDS}
+    result = align_cli("run", str(SMOKE), "--run-dir", str(run_dir), "--set", "reward.safety.lr=0.001",
+                       "--until", "04-rm-safety")
+    assert result.returncode == 0, result.stderr
+    after = {r: _files(run_dir / "rounds" / r) for r in ROUNDS}
+    assert [r for r in ROUNDS if after[r] != before[r]] == ["04-rm-safety"]  # 03 and earlier reused
 
 
 def test_manifest_records_hashes_lineage_and_versions(completed_smoke_run):
@@ -136,8 +151,7 @@ def test_status_json_lineage_and_diff(completed_smoke_run):
     status = json.loads(align_cli("status", str(run_dir), "--json").stdout)
     assert status["campaign"] == "smoke"
     assert [(r["id"], r["kind"], r["status"]) for r in status["rounds"]] == [
-        ("00-sandbox", "sandbox", "completed"), ("01-sft", "sft", "completed"), ("02-eval", "eval", "completed"),
-        ("03-rm-helpfulness", "rm", "completed"), ("04-rm-safety", "rm", "completed")]
+        (r, r.split("-")[1], "completed") for r in ROUNDS]
     assert set(status["rounds"][1]) >= {"id", "kind", "status", "parents", "config_hash", "metrics"}
     assert "gold" in status["rounds"][1]["metrics"]
     table = align_cli("status", str(run_dir)).stdout
