@@ -1,19 +1,30 @@
 """align: a LLaMA-2-style, safety-aware alignment pipeline for Hugging Face language models.
 
 Public API: load a campaign config, run it, and evaluate checkpoints against the sandbox's
-gold judges. See README.md and DESIGN.md.
+gold judges. See README.md and DESIGN.md. Names load on first use, so ``import align`` (and
+the CLI) start fast.
 """
 
-from align.campaign import RoundResult, run_campaign
-from align.config import CampaignConfig, load_config
-from align.errors import AlignError
-from align.evaluation import gold_evaluate, gold_metrics
-from align.sandbox.build import generate_world, write_world
-from align.sandbox.judges import judge_helpfulness, judge_safety
-from align.sft import answer_only_loss, train_sft
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = [
-    "AlignError", "CampaignConfig", "RoundResult", "answer_only_loss", "generate_world", "gold_evaluate",
-    "gold_metrics", "judge_helpfulness", "judge_safety", "load_config", "run_campaign", "train_sft", "write_world",
-]
+
+_EXPORTS = {
+    "AlignError": "align.errors", "CampaignConfig": "align.config", "load_config": "align.config",
+    "RoundResult": "align.campaign", "run_campaign": "align.campaign", "run_ablation": "align.ablate",
+    "gold_evaluate": "align.evaluation", "gold_metrics": "align.evaluation",
+    "generate_world": "align.sandbox.build", "write_world": "align.sandbox.build",
+    "judge_helpfulness": "align.sandbox.judges", "judge_safety": "align.sandbox.judges",
+    "answer_only_loss": "align.sft", "train_sft": "align.sft",
+    "combine_rewards": "align.combine", "resolve_rule": "align.combine", "sample_k": "align.generate",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'align' has no attribute {name!r}")
