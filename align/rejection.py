@@ -127,8 +127,9 @@ def sample_and_score(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         rows.append({"prompt_id": p.id, "prompt": p.text, "family": p.family, "category": p.category, "is_safety": p.is_safety,
                      "sample": i % cfg.k, "response": s.text, "finished": s.finished,
                      "num_tokens": len(s.token_ids), "logprob": round(s.logprob, 4),
-                     "r_h": round(float(scored.r_h[i]), 6), "r_s": round(float(scored.r_s[i]), 6),
-                     "combined": round(float(scored.combined[i]), 6), "reward": round(float(scored.reward[i]), 6),
+                     # full precision: a saturated sigmoid still ranks (rounding would tie them)
+                     "r_h": float(scored.r_h[i]), "r_s": float(scored.r_s[i]),
+                     "combined": float(scored.combined[i]), "reward": float(scored.reward[i]),
                      **({"branch": scored.branch[i]} if scored.branch else {})})
     return rows, scored.combined.view(len(prompts), cfg.k)
 
