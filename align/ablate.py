@@ -146,7 +146,7 @@ def _plot(rows: list[dict[str, Any]], reference: dict[str, Any] | None, path: Pa
                 label="SFT (start)")
     ax.set_xlabel("helpful_accuracy (benign, held-out)")
     ax.set_ylabel("1 - violation_rate (harmful, held-out)")
-    ax.set_title("Helpfulness-safety frontier by combination rule (95% CI over seeds)")
+    ax.set_title("Helpfulness-safety frontier by rule (95% CI over seeds)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
