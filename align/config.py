@@ -263,7 +263,24 @@ class RewardConfig(_Strict):
     safety: SafetyRMConfig = Field(default_factory=SafetyRMConfig)
 
 
-class CombineConfig(_Strict):
+class _RuleChoice(_Strict):
+    """A combination rule and its parameters, checked on a probe batch when the config loads."""
+
+    rule: str = Field("llama2_gate", description="a registered rule name or 'module:function'")
+    params: dict[str, float] = Field(default_factory=dict, description="keyword parameters of the rule")
+
+    @model_validator(mode="after")
+    def _rule_works(self) -> _RuleChoice:
+        from align.combine.rules import resolve_rule
+
+        try:
+            resolve_rule(self.rule, self.params)
+        except AlignError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+
+class CombineConfig(_RuleChoice):
     """How the two reward models' scores become one reward (Llama 2 section 3.2.3).
 
     ``rule`` is applied to probabilities (the sigmoid of each score); then, if ``whiten_logit``,
@@ -272,20 +289,8 @@ class CombineConfig(_Strict):
     user rule ``module:function(r_h, r_s, is_safety, **params)``.
     """
 
-    rule: str = Field("llama2_gate", description="a registered rule name or 'module:function'")
-    params: dict[str, float] = Field(default_factory=dict, description="keyword parameters of the rule")
     whiten_logit: bool = Field(True, description="apply whiten(logit(.)) over the batch after the rule")
     logit_eps: float = Field(1e-6, gt=0, lt=0.5, description="clamp to [eps, 1 - eps] before the logit")
-
-    @model_validator(mode="after")
-    def _rule_works(self) -> CombineConfig:
-        from align.combine.rules import resolve_rule
-
-        try:
-            resolve_rule(self.rule, self.params)
-        except AlignError as e:
-            raise ValueError(str(e)) from None
-        return self
 
 
 class PrefsConfig(_Strict):
@@ -300,24 +305,13 @@ class PrefsConfig(_Strict):
     data: list[PairSource] = Field(default_factory=list, description="labeler jsonl: the labelled pair files")
 
 
-class AblationRule(_Strict):
+class AblationRule(_RuleChoice):
     """One arm of a combination-rule ablation."""
 
     name: str = Field(description="the arm's label (a folder name)")
     rule: str = Field(description="a registered rule or 'module:function'")
-    params: dict[str, float] = Field(default_factory=dict)
 
     _name_ok = field_validator("name")(lambda cls, v: _folder_name(v))
-
-    @model_validator(mode="after")
-    def _rule_works(self) -> AblationRule:
-        from align.combine.rules import resolve_rule
-
-        try:
-            resolve_rule(self.rule, self.params)
-        except AlignError as e:
-            raise ValueError(str(e)) from None
-        return self
 
 
 class AblationConfig(_Strict):

@@ -27,6 +27,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from align.combine import combine_rewards, gate_branch, resolve_rule
+from align.combine.transform import post_transform
 from align.config import CombineConfig, ModelConfig, RejectionConfig
 from align.errors import AlignError
 from align.generate import sample_completions, sample_k, sequence_logprobs
@@ -74,9 +75,8 @@ def score_responses(rms: RewardModels, combine: CombineConfig, prompts: Sequence
                     responses: Sequence[str]) -> Scored:
     r_h, r_s = rms.probabilities([p.text for p in prompts], responses)
     tags = torch.tensor([p.is_safety for p in prompts], dtype=torch.bool)
-    rule = resolve_rule(combine.rule, combine.params)
-    combined = rule(r_h, r_s, tags).double()
-    reward = combine_rewards(rule, r_h, r_s, tags, whiten_logit=combine.whiten_logit, eps=combine.logit_eps)
+    combined = combine_rewards(resolve_rule(combine.rule, combine.params), r_h, r_s, tags, whiten_logit=False).double()
+    reward = post_transform(combined, whiten_logit=combine.whiten_logit, eps=combine.logit_eps)
     branch = gate_branch(r_s, tags, combine.params.get("threshold", 0.15)) if combine.rule == "llama2_gate" else None
     return Scored(r_h, r_s, combined, reward, branch)
 

@@ -163,19 +163,14 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 
 def _rs_parents(parents: dict[str, Path]) -> tuple[Path, Path, Path, Path, list[Path]]:
     """(world, sft, rm-helpfulness, rm-safety, prior rs rounds in order) among an rs round's parents."""
-    by_kind: dict[str, list[Path]] = {}
-    for rid, path in parents.items():
-        by_kind.setdefault("-".join(rid.split("-")[1:]) if rid.split("-")[1] == "rm" else rid.split("-")[1],
-                           []).append(path)
-    return (by_kind["sandbox"][0], by_kind["sft"][0], by_kind["rm-helpfulness"][-1], by_kind["rm-safety"][-1],
-            by_kind.get("rs", []))
+    prior = [path for rid, path in parents.items() if rid.split("-")[1] == "rs"]
+    return (_parent(parents, "sandbox"), _parent(parents, "sft"), _rm_parent(parents, "helpfulness"),
+            _rm_parent(parents, "safety"), prior)
 
 
 def run_rs_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: StageContext) -> dict[str, Any]:
     """A rejection-sampling round: sample K, score, keep the best, pool with prior rounds, fine-tune,
     then gold-evaluate (see ``align.rejection``)."""
-    import random as _random
-
     from align import rejection as rs
 
     world_dir, sft_dir, rm_h_dir, rm_s_dir, prior = _rs_parents(parents)
@@ -190,12 +185,12 @@ def run_rs_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: 
         raise AlignError(f"{world_dir / 'rl_prompts.jsonl'}: the prompt set is empty")
     prompts = all_prompts
     if rcfg.prompts_per_round and rcfg.prompts_per_round < len(all_prompts):
-        prompts = _random.Random(f"rs-prompts:{ctx.seed}:{ctx.round_id}").sample(all_prompts, rcfg.prompts_per_round)
+        prompts = random.Random(f"rs-prompts:{ctx.seed}:{ctx.round_id}").sample(all_prompts, rcfg.prompts_per_round)
 
     t0 = time.perf_counter()  # 1. sample K and score
     temperature, temperature_curve = rcfg.temperature, None
     if temperature == "auto":
-        subset = _random.Random(f"rs-temperature:{ctx.seed}").sample(prompts, min(rcfg.temperature_prompts,
+        subset = random.Random(f"rs-temperature:{ctx.seed}").sample(prompts, min(rcfg.temperature_prompts,
                                                                                    len(prompts)))
         temperature, temperature_curve = rs.choose_temperature(policy, tokenizer, subset, rms, cfg.combine, rcfg,
                                                                seed=ctx.seed)
@@ -242,8 +237,6 @@ def run_rs_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: 
 
 def run_prefs_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: StageContext) -> dict[str, Any]:
     """New preference pairs on the newest policy's samples, labelled by the configured labeler."""
-    import random as _random
-
     import torch
 
     from align import prefs as pf
@@ -262,7 +255,7 @@ def run_prefs_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ct
         tokenizer = load_tokenizer(policy_dir / "model")
         policy = load_causal_lm(policy_dir / "model", cfg.model)
         pool = read_records(world_dir / "rl_prompts.jsonl", Prompt)
-        rng = _random.Random(f"prefs:{ctx.seed}:{ctx.round_id}")
+        rng = random.Random(f"prefs:{ctx.seed}:{ctx.round_id}")
         prompts = rng.sample(pool, min(pc.prompts, len(pool)))
         samples = sample_k(policy, tokenizer, [p.text for p in prompts], k=2, temperature=pc.temperature, top_p=1.0,
                            max_new_tokens=pc.max_new_tokens, batch_size=cfg.rs.sample_batch_size, seed=ctx.seed)

@@ -33,4 +33,9 @@ def combine_rewards(rule, r_h: torch.Tensor, r_s: torch.Tensor, is_safety: torch
     combined = rule(r_h, r_s, is_safety)
     if not torch.isfinite(combined).all():
         raise AlignError("the combination rule returned NaN or infinite rewards")
+    return post_transform(combined, whiten_logit=whiten_logit, eps=eps)
+
+
+def post_transform(combined: torch.Tensor, *, whiten_logit: bool = True, eps: float = 1e-6) -> torch.Tensor:
+    """``whiten(logit(R_c))`` when configured, else ``R_c`` unchanged."""
     return whiten(logit(combined, eps)) if whiten_logit else combined
