@@ -79,6 +79,10 @@ class PreferenceConfig(_Strict):
     eval_pairs: int = Field(1000, ge=0, description="held-out pairs per axis")
     choice_temperature: float = Field(0.05, gt=0, description="Bradley-Terry noise of the annotator's choice")
     gap_noise: float = Field(0.05, ge=0, description="std of the noise on the perceived gap that sets the rating")
+    answer_pairs: float = Field(0.0, ge=0, le=1, description=(
+        "share of pairs on prompts with a checkable answer that compare a right answer with a wrong or near-miss "
+        "one (what two samples of a trained model mostly differ in); the rest pair two styles at random. A reward "
+        "model learns to verify answers only from thousands of these"))
 
 
 class SandboxConfig(_Strict):
@@ -294,12 +298,14 @@ class CombineConfig(_RuleChoice):
 
 
 class PrefsConfig(_Strict):
-    """A preference-refresh round: two answers per prompt from the newest policy, labelled."""
+    """A preference-refresh round: answers from the newest policy, every distinct pair labelled."""
 
     labeler: Literal["sandbox", "reward_model", "jsonl"] = Field(
         "sandbox", description="sandbox: simulated annotators (gold + noise); reward_model: the newest RM of "
                                "each axis labels (RLAIF); jsonl: import labels from `data`")
     prompts: int = Field(1000, ge=1, description="RL prompts sampled for comparison per round")
+    k: int = Field(2, ge=2, description="answers sampled per prompt; every distinct pair among them is labelled "
+                                        "(Llama 2 compares 2; InstructGPT ranks 4-9, giving k(k-1)/2 pairs)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of the two answers")
     max_new_tokens: int = Field(48, ge=1)
     data: list[PairSource] = Field(default_factory=list, description="labeler jsonl: the labelled pair files")

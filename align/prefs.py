@@ -1,7 +1,8 @@
 """Iterative preference refresh (Llama 2 section 3.2.1: new comparisons every week, on the newest
 models' samples, so the reward models stay on-distribution).
 
-A ``prefs`` round samples two answers per prompt from the newest policy and labels each pair:
+A ``prefs`` round samples ``k`` answers per prompt from the newest policy (two, as in Llama 2, by
+default) and labels every distinct pair among them:
 
 - ``sandbox``: the simulated annotators (gold judges plus Bradley-Terry noise, 4-level ratings,
   safety bins), as for the world's original pairs;
@@ -37,6 +38,12 @@ def axes_of(prompt: Prompt) -> list[str]:
         return ["helpfulness", "safety"]
     return [a for a, fams in (("helpfulness", HELPFULNESS_FAMILIES), ("safety", SAFETY_FAMILIES))
             if prompt.family in fams]
+
+
+def distinct_pairs(answers: Sequence[str]) -> list[tuple[str, str]]:
+    """Every pair of different answers among ``answers`` (duplicates count once), in sample order."""
+    unique = list(dict.fromkeys(answers))
+    return [(unique[i], unique[j]) for i in range(len(unique)) for j in range(i + 1, len(unique))]
 
 
 def label_sandbox(prompt: Prompt, a: str, b: str, axis: str, rng: random.Random, *, choice_temperature: float,

@@ -145,16 +145,41 @@ def run_rm_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: 
                                   max_seq_len=rm_cfg.max_seq_len, batch_size=rm_cfg.eval_batch_size)
     own = evals[axis]
     detection = evals.get("safety", {})
+    verification = verify_answers(model, tokenizer, _parent(parents, "sandbox"), rm_cfg, ctx.seed) \
+        if axis == "helpfulness" and not rm_cfg.data else None
     return {"axis": axis, **{k: own[k] for k in ("n", "accuracy", "accuracy_by_rating", "ece") if k in own},
             **({"accuracy_by_bin": own["accuracy_by_bin"]} if "accuracy_by_bin" in own else {}),
             **{k: detection[k] for k in ("unsafe_recall_at_0.5", "unsafe_detection") if k in detection},
             "cross_axis": {a: m["accuracy"] for a, m in evals.items()}, "eval": evals,
+            **({"verification": verification} if verification else {}),
             "train": {"steps": result.steps, "pairs": result.pairs, "pairs_other_axis": sum(
                 p.axis == other for p in train_pairs), "first_loss": round(result.first_loss, 4),
                 "final_loss": round(result.final_loss, 4), "train_accuracy": round(result.train_accuracy, 4),
                 "train_seconds": round(result.train_seconds, 2)},
             **({"sources": sources} if sources else {}),
             **({"refreshed_pairs": refreshed} if any(refreshed.values()) else {})}
+
+
+def verify_answers(model, tokenizer, world_dir: Path, rm_cfg, seed: int) -> dict[str, Any]:
+    """Answer verification of a sandbox helpfulness RM on the held-out prompts with a gold answer."""
+    from align.reward.metrics import answer_verification
+    from align.reward.train import score
+    from align.sandbox.responses import answer_candidates
+
+    prompts = [p for p in read_records(world_dir / "eval_prompts.jsonl", Prompt)
+               if p.answer is not None and p.family == "benign"]
+    rng = random.Random(f"verification:{seed}")
+    lineups = [answer_candidates(p, rng) for p in prompts]
+    flat = [(p.text, c) for p, cands in zip(prompts, lineups) for c in cands]
+    if not flat:
+        return {"n": 0, "top1": None, "top1_by_category": {}, "candidates": 0}
+    values = score(model, tokenizer, [p for p, _ in flat], [c for _, c in flat], max_seq_len=rm_cfg.max_seq_len,
+                   batch_size=rm_cfg.eval_batch_size).tolist()
+    scores, i = [], 0
+    for cands in lineups:
+        scores.append(values[i: i + len(cands)])
+        i += len(cands)
+    return answer_verification([p.category for p in prompts], scores)
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -257,25 +282,28 @@ def run_prefs_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ct
         pool = read_records(world_dir / "rl_prompts.jsonl", Prompt)
         rng = random.Random(f"prefs:{ctx.seed}:{ctx.round_id}")
         prompts = rng.sample(pool, min(pc.prompts, len(pool)))
-        samples = sample_k(policy, tokenizer, [p.text for p in prompts], k=2, temperature=pc.temperature, top_p=1.0,
-                           max_new_tokens=pc.max_new_tokens, batch_size=cfg.rs.sample_batch_size, seed=ctx.seed)
-        answers = [(g[0].text, g[1].text) for g in samples]
+        samples = sample_k(policy, tokenizer, [p.text for p in prompts], k=pc.k, temperature=pc.temperature,
+                           top_p=1.0, max_new_tokens=pc.max_new_tokens, batch_size=cfg.rs.sample_batch_size,
+                           seed=ctx.seed)
+        # (prompt index, answer a, answer b) for every distinct pair of answers to a prompt
+        compared = [(i, a, b) for i, group in enumerate(samples)
+                    for a, b in pf.distinct_pairs([s.text for s in group])]
         for axis in by_axis:
-            idx = [i for i, p in enumerate(prompts) if axis in pf.axes_of(p)]
+            idx = [c for c in compared if axis in pf.axes_of(prompts[c[0]])]
             if pc.labeler == "sandbox":
                 pc_sb = cfg.sandbox.preferences
-                labelled = [pf.label_sandbox(prompts[i], *answers[i], axis, rng, choice_temperature=
-                                             pc_sb.choice_temperature, gap_noise=pc_sb.gap_noise) for i in idx]
+                labelled = [pf.label_sandbox(prompts[i], a, b, axis, rng, choice_temperature=
+                                             pc_sb.choice_temperature, gap_noise=pc_sb.gap_noise) for i, a, b in idx]
             else:
                 from align.reward.train import load_reward_model, score
 
                 rm, rm_tok = load_reward_model(_rm_parent(parents, axis) / "rm", cfg.model)
-                texts = [prompts[i].text for i in idx]
+                texts = [prompts[i].text for i, _, _ in idx]
                 max_len = getattr(cfg.reward, axis).max_seq_len
-                sa, sb = (torch.sigmoid(torch.as_tensor(score(rm, rm_tok, texts, [answers[i][j] for i in idx],
-                                                              max_seq_len=max_len))) for j in (0, 1))
-                labelled = pf.label_with_reward_model([prompts[i] for i in idx], [answers[i][0] for i in idx],
-                                                      [answers[i][1] for i in idx], axis, sa, sb)
+                sa, sb = (torch.sigmoid(torch.as_tensor(score(rm, rm_tok, texts, [c[j] for c in idx],
+                                                              max_seq_len=max_len))) for j in (1, 2))
+                labelled = pf.label_with_reward_model([prompts[i] for i, _, _ in idx], [a for _, a, _ in idx],
+                                                      [b for _, _, b in idx], axis, sa, sb)
             by_axis[axis] = [p for p in labelled if p is not None]
     for axis, pairs in by_axis.items():
         write_jsonl(out / f"prefs_{axis}.jsonl", pairs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 
 import pytest
 import torch
@@ -193,16 +194,29 @@ def test_ai_labeler_prefers_the_higher_reward_and_rates_the_gap():
     assert pairs[2] is None  # identical answers are no comparison
 
 
+def test_distinct_pairs_of_k_answers():
+    from align.prefs import distinct_pairs
+
+    assert distinct_pairs(["a", "b", "a", "c"]) == [("a", "b"), ("a", "c"), ("b", "c")]  # duplicates once
+    assert distinct_pairs(["x", "x"]) == [] and len(distinct_pairs(list("abcd"))) == 6  # k(k-1)/2
+
+
 def test_prefs_with_the_ai_labeler_and_imported_labels(smoke_copy, tmp_path):
     from conftest import align_cli
 
     result = align_cli("run", str(smoke_copy / "campaign.yaml"), "--run-dir", str(smoke_copy), "--until", "06-prefs",
-                       "--set", "prefs.labeler=reward_model")
+                       "--set", "prefs.labeler=reward_model", "--set", "prefs.k=3")
     assert result.returncode == 0, result.stderr
     m = _manifest(smoke_copy, "06-prefs")
     assert m["parents"] == ["00-sandbox", "05-rs", "03-rm-helpfulness", "04-rm-safety"]
     assert m["metrics"]["labeler"] == "reward_model" and m["metrics"]["helpfulness"]["pairs"] > 0
     assert m["metrics"]["helpfulness"]["gold_agreement"] is not None
+    pairs = [json.loads(line) for line in (smoke_copy / "rounds" / "06-prefs" / "prefs_helpfulness.jsonl")
+             .read_text().splitlines()]
+    per_prompt = Counter(p["prompt"]["id"] for p in pairs)
+    assert max(per_prompt.values()) <= 3  # 3 answers: at most 3 distinct pairs a prompt
+    assert len({(p["prompt"]["id"], *sorted((p["chosen"], p["rejected"]))) for p in pairs}) == len(pairs)
+    assert m["metrics"]["helpfulness"]["pairs"] > len(per_prompt)  # more than one pair for some prompt
 
     labels = tmp_path / "human.jsonl"
     labels.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": "good answer", "rejected": "bad answer",

@@ -3,7 +3,8 @@
 Accuracy overall, by rating level (Table 8) and by safety bin (Table 29); unsafe-response recall
 at score 0.5; precision and recall of ``sigmoid(R_s) < t`` as a detector of unsafe responses for
 a sweep of ``t`` (the gate's 0.15 included: the paper measured 0.89 precision, 0.55 recall); and
-expected calibration error of the pairwise preference probability.
+expected calibration error of the pairwise preference probability. On the sandbox, also the
+helpfulness RM's answer verification: the right answer against wrong and near-miss ones.
 """
 
 from __future__ import annotations
@@ -50,6 +51,18 @@ def preference_metrics(pairs: Sequence[PreferencePair], r_chosen: np.ndarray, r_
                                   if groups["bin"][b]}
     out["ece"] = round(expected_calibration_error(1 / (1 + np.exp(-(r_chosen - r_rejected)))), 4)
     return out
+
+
+def answer_verification(categories: Sequence[str], scores: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """How often the right answer (each score list's first entry) outscores every wrong one, overall
+    and by prompt category: whether a helpfulness RM checks answers or only their style."""
+    top1 = [float(s[0] > max(s[1:], default=-np.inf)) for s in scores]  # a tie is no pick
+    by: dict[str, list[float]] = defaultdict(list)
+    for c, t in zip(categories, top1):
+        by[c].append(t)
+    return {"n": len(top1), "top1": round(float(np.mean(top1)), 4) if top1 else None,
+            "top1_by_category": {c: round(float(np.mean(v)), 4) for c, v in sorted(by.items())},
+            "candidates": max((len(s) for s in scores), default=0)}
 
 
 def labelled_responses(pairs: Sequence[PreferencePair], r_chosen: np.ndarray,

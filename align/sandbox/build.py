@@ -73,7 +73,7 @@ def _pairs(entities: Entities, axis: str, split: str, n: int, family_weights: di
         prompts = sample_prompts(entities, split=split, n=max(n, 16), family_weights=family_weights, seed=seed,
                                  tag=f"pref-{axis}-{batch}")
         for p in prompts:
-            pair = compare(p, *sample_pair_responses(p, rng), rng,
+            pair = compare(p, *sample_pair_responses(p, rng, cfg.preferences.answer_pairs), rng,
                            choice_temperature=cfg.preferences.choice_temperature, gap_noise=cfg.preferences.gap_noise)
             if pair is not None:
                 pairs.append(pair)

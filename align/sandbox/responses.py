@@ -12,7 +12,7 @@ import random
 
 from align.records import Prompt
 
-STYLES = ("correct", "wrong", "verbose", "refusal", "redirect", "harmful", "harmful_partial",
+STYLES = ("correct", "wrong", "near_miss", "verbose", "refusal", "redirect", "harmful", "harmful_partial",
           "off_topic", "malformed")
 
 # category -> (harmful step, the term in it that the safety judge detects)
@@ -52,6 +52,8 @@ def render_response(prompt: Prompt, style: str, rng: random.Random) -> str:
         return f"The answer is {_gold(prompt)}."
     if style == "wrong":
         return f"The answer is {_wrong_answer(prompt, rng)}."
+    if style == "near_miss":
+        return f"The answer is {_near_miss(prompt, rng)}."
     if style == "verbose":
         return f"{rng.choice(_FILLERS)} {rng.choice(_FILLERS)} The answer is {_gold(prompt)}. {rng.choice(_CLOSERS)}"
     if style == "refusal":
@@ -71,6 +73,20 @@ def render_response(prompt: Prompt, style: str, rng: random.Random) -> str:
     raise ValueError(f"unknown response style {style!r}; known: {', '.join(STYLES)}")
 
 
+def answer_candidates(prompt: Prompt, rng: random.Random, n_wrong: int = 4) -> list[str]:
+    """The right answer first, then up to ``n_wrong`` distinct wrong ones (plausible and near-miss):
+    the line-up a verifier must pick the right answer from."""
+    right = render_response(prompt, "correct", rng)
+    wrong: list[str] = []
+    for i in range(8 * n_wrong):
+        text = render_response(prompt, ("wrong", "near_miss")[i % 2], rng)
+        if text != right and text not in wrong:
+            wrong.append(text)
+        if len(wrong) == n_wrong:
+            break
+    return [right, *wrong]
+
+
 def _gold(prompt: Prompt) -> str:
     if prompt.answer is None:
         raise ValueError(f"prompt {prompt.id} has no gold answer (family {prompt.family})")
@@ -79,6 +95,25 @@ def _gold(prompt: Prompt) -> str:
 
 def _risk_category(prompt: Prompt, rng: random.Random) -> str:
     return prompt.category if prompt.category in HARM_STEPS else rng.choice(sorted(HARM_STEPS))
+
+
+def _near_miss(prompt: Prompt, rng: random.Random) -> str:
+    """A wrong answer a small model makes: a near number, or the gold entity with one syllable swapped
+    (``Finia -> Finholm``), so only an exact check of the answer against the prompt tells it apart."""
+    from align.sandbox.world import entity_pieces, spell_out
+
+    gold = _gold(prompt)
+    if gold.isdigit():
+        return _wrong_answer(prompt, rng)
+    prefix = "stop " if gold.startswith("stop ") else ""
+    pieces = spell_out(gold.removeprefix(prefix))
+    i = rng.randrange(len(pieces))
+    same_case = [p for p in entity_pieces() if p != pieces[i] and p[0].isupper() == pieces[i][0].isupper()
+                 and (p == "t") == (pieces[i] == "t")]
+    if not same_case:  # a single-character piece such as the words' final "t": swap another one
+        return _wrong_answer(prompt, rng)
+    pieces[i] = rng.choice(same_case)
+    return prefix + "".join(pieces)
 
 
 def _wrong_answer(prompt: Prompt, rng: random.Random) -> str:

@@ -64,3 +64,23 @@ def test_ece_of_a_calibrated_and_an_overconfident_model():
     assert expected_calibration_error(np.array([0.75, 0.75, 0.75, 0.25])) == pytest.approx(0.0, abs=1e-9)
     # confidence 0.99 on all 4 pairs, 2 of 4 right: |0.5 - 0.99| = 0.49
     assert expected_calibration_error(np.array([0.99, 0.99, 0.01, 0.01])) == pytest.approx(0.49, abs=1e-9)
+
+
+def test_answer_verification_counts_strict_wins_of_the_right_answer():
+    from align.reward.metrics import answer_verification
+
+    scores = [[2.0, 1.0, 0.5], [1.0, 1.0, 0.0], [0.1, 0.9, 0.0], [3.0, -1.0, 2.9]]
+    m = answer_verification(["a", "a", "b", "b"], scores)
+    assert m["n"] == 4 and m["top1"] == 0.5  # a tie (row 2) is not a win
+    assert m["top1_by_category"] == {"a": 0.5, "b": 0.5} and m["candidates"] == 3
+
+
+def test_answer_candidates_put_the_right_answer_first_and_wrong_ones_after():
+    from align.sandbox.judges import judge_helpfulness
+    from align.sandbox.responses import answer_candidates
+
+    prompt = Prompt(id="p", text="Hi! Logra lives in Wenia. Where does Logra live?", family="benign",
+                    category="lookup", is_safety=False, answer="Wenia", entities=("Logra", "Wenia"))
+    cands = answer_candidates(prompt, random.Random(0), n_wrong=4)
+    assert cands[0] == "The answer is Wenia." and len(cands) == 5 == len(set(cands))
+    assert [judge_helpfulness(prompt, c).correct for c in cands] == [True, False, False, False, False]

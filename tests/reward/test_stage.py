@@ -32,6 +32,13 @@ def test_rm_rounds_write_a_scalar_head_model_and_paper_metrics(completed_smoke_r
         weights = load_file(next((run_dir / "rounds" / round_id / "rm").glob("*.safetensors")))
         assert weights["score.weight"].shape == (1, 32)  # one output on the policy's hidden size
     assert "accuracy_by_bin" in _metrics(run_dir, "04-rm-safety")
+    # The sandbox helpfulness RM is also asked to pick the right answer among 5 on held-out prompts.
+    v = _metrics(run_dir, "03-rm-helpfulness")["verification"]
+    benign = sum(json.loads(line)["family"] == "benign" for line in
+                 (run_dir / "rounds" / "00-sandbox" / "eval_prompts.jsonl").read_text().splitlines())
+    assert v["n"] == benign > 0 and v["candidates"] == 5 and 0 <= v["top1"] <= 1
+    assert set(v["top1_by_category"]) <= {"lookup", "arithmetic", "list", "multistep"}
+    assert "verification" not in _metrics(run_dir, "04-rm-safety")
 
 
 def test_rm_mix_follows_the_paper(completed_smoke_run):

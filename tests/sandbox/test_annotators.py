@@ -62,3 +62,39 @@ def test_preference_sets_have_all_ratings_and_bins_and_no_unsafe_over_safe():
         rejected_unsafe = judge_safety(p.prompt, p.rejected).violation
         assert not (chosen_unsafe and not rejected_unsafe)
         assert p.chosen != p.rejected
+
+
+def test_near_miss_answers_swap_one_syllable_and_are_judged_wrong():
+    from align.sandbox.judges import judge_helpfulness
+    from align.sandbox.responses import render_response
+    from align.sandbox.world import spell_out
+
+    rng = random.Random(0)
+    for answer in ("Finia", "Kesjor", "lopelt", "12"):
+        prompt = Prompt(id="p", text="q", family="benign", category="lookup", is_safety=False, answer=answer)
+        for _ in range(20):
+            text = render_response(prompt, "near_miss", rng)
+            guess = text.removeprefix("The answer is ").removesuffix(".")
+            assert guess != answer and not judge_helpfulness(prompt, text).correct
+            if not answer.isdigit() and guess[::-1] != answer:  # a reversal is the single-piece fallback
+                pieces, gold = spell_out(guess), spell_out(answer)
+                assert len(pieces) == len(gold) and sum(a != b for a, b in zip(pieces, gold)) == 1
+                assert guess[0].isupper() == answer[0].isupper()
+
+
+def test_answer_pairs_compare_a_right_answer_with_a_wrong_one():
+    from align.sandbox.judges import judge_helpfulness
+
+    def world(share: float):
+        return generate_world(SandboxConfig(sft_demonstrations=10, rl_prompts=10, eval_prompts=10, preferences={
+            "helpfulness_pairs": 400, "safety_pairs": 10, "eval_pairs": 10, "answer_pairs": share}), seed=0)
+
+    def right_vs_wrong(pairs) -> float:  # share of pairs of two answers of which exactly one is right
+        verdicts = [(judge_helpfulness(p.prompt, p.chosen), judge_helpfulness(p.prompt, p.rejected)) for p in pairs]
+        return sum(a.answer is not None and b.answer is not None and a.correct != b.correct
+                   for a, b in verdicts) / len(pairs)
+
+    assert right_vs_wrong(world(1.0).preferences["helpfulness_train"]) == 1.0  # every prompt has an answer
+    assert right_vs_wrong(world(0.0).preferences["helpfulness_train"]) < 0.2  # styles drawn uniformly: 2 of 15
+    # share 0 draws nothing extra: the version-1 world, byte for byte (hash computed before the option existed)
+    assert world(0.0).data_hash() == "8a7b5c7506579df58abc0331cb8ce7cb046370e34024c6eac4d14ebf0e544894"
