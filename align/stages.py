@@ -106,6 +106,8 @@ def _parent(parents: dict[str, Path], *kinds: str) -> Path:
 def run_rm_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: StageContext) -> dict[str, Any]:
     """Train the helpfulness or safety reward model (the round's name) on the world's pairs, mixed
     with the other axis as the paper does; evaluate it on both axes' held-out pairs."""
+    from accelerate.utils import set_seed
+
     from align.reward.data import load_pair_sources, mix_pairs
     from align.reward.train import evaluate_reward_model, load_reward_model, train_reward_model
 
@@ -134,6 +136,7 @@ def run_rm_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: 
     train_pairs = mix_pairs(pairs[f"{axis}_train"], pairs[f"{other}_train"], other_share=rm_cfg.other_axis_share,
                             rng=random.Random(f"rm-mix:{ctx.seed}:{axis}"))
     init = _parent(parents, *POLICY_KINDS) / "model" if rm_cfg.init == "sft" else Path(rm_cfg.init)
+    set_seed(ctx.seed)  # the new score head's initialisation: the round's seed, whatever ran before
     model, tokenizer = load_reward_model(init, cfg.model)
     result = train_reward_model(model, tokenizer, train_pairs, rm_cfg, seed=ctx.seed, metrics_path=out / "metrics.jsonl",
                                 tracking=cfg.tracking, tracking_dir=ctx.run_dir / "tracking" / ctx.round_id)
