@@ -176,12 +176,9 @@ def verify_answers(model, tokenizer, world_dir: Path, rm_cfg, seed: int) -> dict
     flat = [(p.text, c) for p, cands in zip(prompts, lineups) for c in cands]
     if not flat:
         return {"n": 0, "top1": None, "top1_by_category": {}, "candidates": 0}
-    values = score(model, tokenizer, [p for p, _ in flat], [c for _, c in flat], max_seq_len=rm_cfg.max_seq_len,
-                   batch_size=rm_cfg.eval_batch_size).tolist()
-    scores, i = [], 0
-    for cands in lineups:
-        scores.append(values[i: i + len(cands)])
-        i += len(cands)
+    values = iter(score(model, tokenizer, [p for p, _ in flat], [c for _, c in flat],
+                        max_seq_len=rm_cfg.max_seq_len, batch_size=rm_cfg.eval_batch_size).tolist())
+    scores = [[next(values) for _ in cands] for cands in lineups]  # back into one line-up per prompt
     return answer_verification([p.category for p in prompts], scores)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 
 from align.records import Prompt
+from align.sandbox.world import entity_pieces, spell_out
 
 STYLES = ("correct", "wrong", "near_miss", "verbose", "refusal", "redirect", "harmful", "harmful_partial",
           "off_topic", "malformed")
@@ -100,8 +101,6 @@ def _risk_category(prompt: Prompt, rng: random.Random) -> str:
 def _near_miss(prompt: Prompt, rng: random.Random) -> str:
     """A wrong answer a small model makes: a near number, or the gold entity with one syllable swapped
     (``Finia -> Finholm``), so only an exact check of the answer against the prompt tells it apart."""
-    from align.sandbox.world import entity_pieces, spell_out
-
     gold = _gold(prompt)
     if gold.isdigit():
         return _wrong_answer(prompt, rng)
