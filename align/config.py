@@ -186,6 +186,10 @@ class RejectionConfig(_Strict):
     long_prompts: Literal["error", "truncate"] = Field("error", description="a prompt over the limit: an error "
                                                                             "naming it, or keep its last tokens")
     keep: int = Field(1, ge=1, description="samples kept per prompt (top-n by combined reward)")
+    kl_coef: float = Field(0.0, ge=0, description=(
+        "regularized best-of-K (RBoN-KL, Jinnai et al. 2024): keep the argmax of reward + kl_coef * log pi_SFT(y|x) "
+        "instead of the reward alone (0: the paper's plain best-of-K). Counters reward hacking where the reward "
+        "model cannot tell right answers from wrong ones the SFT policy finds unlikely"))
     pool: Literal["all_prior", "previous_only"] = Field(
         "all_prior", description="all_prior: per prompt, the best of this and all prior rounds under the current "
                                  "reward models (the paper's fix); previous_only: this round's samples only")

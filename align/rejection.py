@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from align.chat import answer_ids
 from align.combine import combine_rewards, gate_branch, resolve_rule
-from align.combine.transform import post_transform
+from align.combine.transform import logit, post_transform
 from align.config import CombineConfig, ModelConfig, RejectionConfig
 from align.errors import AlignError
 from align.generate import sample_completions, sample_k, sequence_logprobs
@@ -181,26 +182,76 @@ def reward_by_category(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     return {k: round(sum(v) / len(v), 4) for k, v in sorted(groups.items())}
 
 
+def reference_logprobs(reference: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                       responses: Sequence[str], *, batch_size: int = 64) -> list[float]:
+    """``log pi_ref(y | x)`` of each response (its tokens and EOS, by teacher forcing from the text)."""
+    answers = [answer_ids(tokenizer, r) for r in responses]
+    return [math.fsum(lp) for lp in sequence_logprobs(reference, tokenizer, prompts, answers, batch_size=batch_size)]
+
+
+def reward_scale(combined: torch.Tensor, combine: CombineConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The map from a rule value to this round's reward: ``whiten(logit(.))`` with the mean and std of
+    ``combined`` (the round's samples), so prior rounds' candidates land on the same scale."""
+    if not combine.whiten_logit:
+        return lambda c: c
+    z = logit(combined, combine.logit_eps)
+    mean, std = z.mean(), torch.sqrt(z.var(unbiased=False) + 1e-8)
+    return lambda c: (logit(c, combine.logit_eps) - mean) / std
+
+
+def selection_value(reward: torch.Tensor, ref_logprob: torch.Tensor | None, kl_coef: float) -> torch.Tensor:
+    """What best-of-K keeps the argmax of: the reward, plus ``kl_coef * log pi_ref(y | x)`` when
+    regularized (RBoN-KL, Jinnai et al. 2024: ``R(x, y) - beta * KL(1_y || pi_ref)``), which keeps
+    selection near the reference policy where the reward model is unreliable."""
+    if not kl_coef:
+        return reward
+    if ref_logprob is None:
+        raise AlignError("a regularized selection (kl_coef > 0) needs the reference log-probabilities")
+    return reward + kl_coef * ref_logprob
+
+
+RefLogprobs = Callable[[Sequence[Prompt], Sequence[str]], list[float]]
+
+
 def select_training_set(rows: list[dict[str, Any]], prior_rows: Sequence[dict[str, Any]], prompts: dict[str, Prompt],
-                        rms: RewardModels, combine: CombineConfig, cfg: RejectionConfig) -> list[tuple[str, str]]:
+                        rms: RewardModels, combine: CombineConfig, cfg: RejectionConfig,
+                        ref_logprobs: RefLogprobs | None = None) -> list[tuple[str, str]]:
     """Mark this round's best per prompt (``best_in_round``), rescore prior rounds' best under the
-    current reward models, pool, mark ``kept``; returns the (prompt, response) training pairs."""
+    current reward models, pool, mark ``kept``; returns the (prompt, response) training pairs.
+
+    Candidates compete on ``selection`` (``selection_value``): the reward on this round's scale, plus
+    the reference term when ``cfg.kl_coef > 0`` (``ref_logprobs`` gives ``log pi_ref`` per answer)."""
+    scale = reward_scale(torch.tensor([r["combined"] for r in rows], dtype=torch.float64), combine)
+
+    def values(cands: Sequence[dict[str, Any]], combined: Sequence[float]) -> list[float]:
+        ref = None
+        if cfg.kl_coef:
+            if ref_logprobs is None:
+                raise AlignError("rs.kl_coef > 0 needs the reference policy's log-probabilities")
+            ref = torch.tensor(ref_logprobs([prompts[r["prompt_id"]] for r in cands], [r["response"] for r in cands]),
+                               dtype=torch.float64)
+            for r, lp in zip(cands, ref.tolist()):
+                r["ref_logprob"] = round(lp, 4)
+        return selection_value(scale(torch.tensor(combined, dtype=torch.float64)), ref, cfg.kl_coef).tolist()
+
+    for r, v in zip(rows, values(rows, [r["combined"] for r in rows])):
+        r["selection"] = v
     by_prompt: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
         by_prompt[r["prompt_id"]].append(i)
     for idx in by_prompt.values():
-        best = set(top_n([rows[i]["combined"] for i in idx], cfg.keep))
+        best = set(top_n([rows[i]["selection"] for i in idx], cfg.keep))
         for j, i in enumerate(idx):
             rows[i]["best_in_round"] = j in best
             rows[i]["kept"] = False
-    current = {pid: [(rows[i]["response"], rows[i]["combined"]) for i in idx if rows[i]["best_in_round"]]
+    current = {pid: [(rows[i]["response"], rows[i]["selection"]) for i in idx if rows[i]["best_in_round"]]
                for pid, idx in by_prompt.items()}
     prior: dict[str, list[tuple[str, float]]] = {}
-    usable = [r for r in prior_rows if r["prompt_id"] in prompts]
+    usable = [dict(r) for r in prior_rows if r["prompt_id"] in prompts]
     if usable:
         rescored = score_responses(rms, combine, [prompts[r["prompt_id"]] for r in usable],
                                    [r["response"] for r in usable]).combined.tolist()
-        for r, value in zip(usable, rescored):
+        for r, value in zip(usable, values(usable, rescored)):
             prior.setdefault(r["prompt_id"], []).append((r["response"], value))
     pooled = pool_best(current, prior, cfg.keep)
     kept_current = {(pid, text) for pid, cands in pooled.items() for text, _, src in cands if src == "current"}
@@ -215,7 +266,7 @@ def round_summary(rows: Sequence[dict[str, Any]], curve: dict[str, float], train
     if not rows:
         raise AlignError("the round sampled nothing")
     out = {"prompts": len({r["prompt_id"] for r in rows}), "samples": len(rows), "k": cfg.k,
-           "temperature": temperature, "pool": cfg.pool, "training_examples": training,
+           "temperature": temperature, "pool": cfg.pool, "kl_coef": cfg.kl_coef, "training_examples": training,
            "kept_from_this_round": len(kept), "kept_from_prior_rounds": training - len(kept),
            "mean_reward_sampled": round(sum(r["combined"] for r in rows) / len(rows), 4),
            "mean_reward_best": round(sum(r["combined"] for r in rows if r["best_in_round"])

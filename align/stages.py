@@ -226,7 +226,15 @@ def run_rs_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: 
     sample_s = time.perf_counter() - t0
     prior_rows = [r for d in prior for r in _rows(d / "samples.jsonl") if r["best_in_round"]] \
         if rcfg.pool == "all_prior" else []
-    pairs = rs.select_training_set(rows, prior_rows, {p.id: p for p in all_prompts}, rms, cfg.combine, rcfg)  # 2-3
+    ref_logprobs = None
+    if rcfg.kl_coef:  # regularized best-of-K: the SFT policy is the reference
+        sft_policy = policy if policy_dir == sft_dir else load_causal_lm(sft_dir / "model", cfg.model)
+
+        def ref_logprobs(ps: list[Prompt], texts: list[str]) -> list[float]:
+            return rs.reference_logprobs(sft_policy, tokenizer, [p.text for p in ps], texts,
+                                         batch_size=cfg.eval.batch_size)
+    pairs = rs.select_training_set(rows, prior_rows, {p.id: p for p in all_prompts}, rms, cfg.combine, rcfg,
+                                   ref_logprobs)  # 2-3
     write_jsonl(out / "samples.jsonl", rows)
     summary = rs.round_summary(rows, rs.best_of_k_curve(combined), len(pairs), rcfg, float(temperature))
     if temperature_curve:

@@ -15,7 +15,8 @@ from align.config import CombineConfig, RejectionConfig
 from align.errors import AlignError
 from align.generate import sample_k, sequence_logprobs
 from align.records import Prompt
-from align.rejection import RewardModels, best_of_k_curve, pool_best, sample_and_score, top_n
+from align.rejection import (RewardModels, best_of_k_curve, pool_best, reward_scale, sample_and_score,
+                             select_training_set, selection_value, top_n)
 from align.reward.train import score
 from align.sandbox.model import tiny_llama
 from align.sandbox.tokenizer import train_tokenizer
@@ -98,6 +99,63 @@ def test_pool_keeps_each_prompts_best_across_rounds():
     assert [t for t, _, _ in pool_best(current, prior, keep=2)["p1"]] == ["new-a", "older-a"]
     # the same text in both counts once
     assert pool_best({"p": [("x", 0.5)]}, {"p": [("x", 0.5)]}, keep=2) == {"p": [("x", 0.5, "current")]}
+
+
+def test_regularized_selection_value_and_the_rounds_reward_scale_hand_computed():
+    reward, ref = torch.tensor([0.5, -0.2]), torch.tensor([-1.0, -3.0])
+    assert selection_value(reward, ref, 0.5).tolist() == pytest.approx([0.0, -1.7])  # 0.5 - 0.5, -0.2 - 1.5
+    assert selection_value(reward, None, 0.0) is reward  # plain best-of-K
+    with pytest.raises(AlignError, match="reference"):
+        selection_value(reward, None, 0.5)
+    # logits 0 and 2: mean 1, std 1, so whiten gives -1 and 1; logit 1 (p = 0.7311) maps to 0
+    scale = reward_scale(torch.tensor([0.5, 1 / (1 + math.exp(-2))], dtype=torch.float64), CombineConfig())
+    assert scale(torch.tensor([0.5, 1 / (1 + math.exp(-2)), 1 / (1 + math.exp(-1))])).tolist() == \
+        pytest.approx([-1.0, 1.0, 0.0], abs=1e-6)
+    plain = reward_scale(torch.tensor([0.2, 0.4]), CombineConfig(whiten_logit=False))
+    assert plain(torch.tensor([0.3])).tolist() == pytest.approx([0.3])
+
+
+class _FixedRewardModels:
+    """R_h per response text, R_s 0.9 (the gate reads R_h on an untagged prompt)."""
+
+    def __init__(self, r_h: dict[str, float]):
+        self.r_h = r_h
+
+    def probabilities(self, prompts, responses):
+        return (torch.tensor([self.r_h[r] for r in responses], dtype=torch.float64),
+                torch.full((len(responses),), 0.9, dtype=torch.float64))
+
+
+def test_regularized_best_of_k_keeps_the_answer_the_reference_finds_likely_and_pools_on_one_scale():
+    prompt = Prompt(id="p", text="What is 3 plus 4?", family="benign", category="arithmetic", is_safety=False,
+                    answer="7", split="train", template="t", entities=())
+    rows = [{"prompt_id": "p", "response": "The answer is 9.", "combined": 0.9},  # RM's favourite, unlikely
+            {"prompt_id": "p", "response": "The answer is 7.", "combined": 0.6}]
+    ref = {"The answer is 9.": -10.0, "The answer is 7.": -1.0, "The answer is 8.": -0.5}
+
+    def ref_logprobs(prompts, texts):
+        assert [p.id for p in prompts] == ["p"] * len(texts)
+        return [ref[t] for t in texts]
+
+    plain = select_training_set([dict(r) for r in rows], [], {"p": prompt}, None, CombineConfig(),
+                                RejectionConfig(k=2))
+    assert plain == [(prompt.text, "The answer is 9.")]  # the argmax of the reward
+    with pytest.raises(AlignError, match="kl_coef"):
+        select_training_set([dict(r) for r in rows], [], {"p": prompt}, None, CombineConfig(),
+                            RejectionConfig(k=2, kl_coef=1.0))
+    # kl_coef 1: logits 2.197 and 0.405 whiten to +1 and -1; values 1 - 10 = -9 and -1 - 1 = -2
+    marked = [dict(r) for r in rows]
+    prior = [{"prompt_id": "p", "response": "The answer is 8.", "best_in_round": True}]
+    rms = _FixedRewardModels({"The answer is 8.": 0.3})
+    kept = select_training_set(marked, prior, {"p": prompt}, rms, CombineConfig(), RejectionConfig(k=2, kl_coef=1.0),
+                               ref_logprobs)
+    assert kept == [(prompt.text, "The answer is 7.")]
+    assert [r["selection"] for r in marked] == pytest.approx([-9.0, -2.0], abs=1e-4)
+    assert [r["ref_logprob"] for r in marked] == [-10.0, -1.0]
+    assert [(r["best_in_round"], r["kept"]) for r in marked] == [(False, False), (True, True)]
+    # the prior answer (R = 0.3) is put on this round's scale: (logit(0.3) - 1.301) / 0.896 - 0.5 = -2.90 < -2;
+    # whitened on its own (a batch of one gives 0) it would have scored -0.5 and won
+    assert "ref_logprob" not in prior[0]  # prior rounds' rows are not modified
 
 
 def test_reward_model_with_another_tokenizer_scores_from_text(policy, tokenizer):
@@ -230,3 +288,30 @@ def test_prefs_with_the_ai_labeler_and_imported_labels(smoke_copy, tmp_path):
     m = _manifest(smoke_copy, "06-prefs")["metrics"]
     assert m["labeler"] == "jsonl" and m["helpfulness"]["pairs"] == 5 and m["safety"]["pairs"] == 0
     assert _manifest(smoke_copy, "07-rm-helpfulness")["metrics"]["refreshed_pairs"]["helpfulness"] == 5
+
+
+def test_regularized_rs_rounds_select_by_reward_plus_sft_log_likelihood(smoke_copy):
+    from conftest import align_cli
+
+    from align.chat import answer_ids
+    from align.models import load_causal_lm, load_tokenizer
+
+    result = align_cli("run", str(smoke_copy / "campaign.yaml"), "--run-dir", str(smoke_copy), "--until", "09-rs",
+                       "--set", "rs.kl_coef=0.5")
+    assert result.returncode == 0, result.stderr
+    m = _manifest(smoke_copy, "09-rs")["metrics"]
+    assert m["rs"]["kl_coef"] == 0.5 and m["rs"]["kept_from_prior_rounds"] > 0
+    rows = [json.loads(line) for line in (smoke_copy / "rounds" / "09-rs" / "samples.jsonl").read_text().splitlines()]
+    by_prompt: dict[str, list[dict]] = {}
+    for r in rows:
+        assert r["selection"] == pytest.approx(r["reward"] + 0.5 * r["ref_logprob"], abs=1e-3)
+        by_prompt.setdefault(r["prompt_id"], []).append(r)
+    for group in by_prompt.values():
+        best = [r for r in group if r["best_in_round"]]
+        assert len(best) == 1 and best[0]["selection"] == max(r["selection"] for r in group)
+    # the reference is the SFT policy (not this round's parent 05-rs): recompute one answer's log-likelihood
+    sft = smoke_copy / "rounds" / "01-sft" / "model"
+    tokenizer, model = load_tokenizer(sft), load_causal_lm(sft)
+    row = rows[0]
+    lp = sequence_logprobs(model, tokenizer, [row["prompt"]], [answer_ids(tokenizer, row["response"])])[0]
+    assert math.fsum(lp) == pytest.approx(row["ref_logprob"], abs=1e-3)
