@@ -239,6 +239,8 @@ class RewardModelConfig(_Strict):
                                                                   "0.5 helpfulness ('equal part'), 0.1 safety (90/10)")
     safety_aux_weight: float = Field(0.0, ge=0, description="weight of the safety sign term (safe > 0 > unsafe)")
     center_weight: float = Field(0.0, ge=0, description="weight of reward centering mean((r_c + r_r)^2)")
+    lm_coef: float = Field(0.0, ge=0, description="GRM: weight of the SFT loss on chosen answers through the "
+                                                  "policy's LM head (keeps the backbone's knowledge; causal LMs)")
     epochs: float = Field(1.0, gt=0, description="paper: one epoch (longer overfits)")
     max_steps: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=1, description="pairs per step (2x sequences per forward)")

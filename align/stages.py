@@ -139,7 +139,8 @@ def run_rm_round(cfg: CampaignConfig, parents: dict[str, Path], out: Path, ctx: 
     set_seed(ctx.seed)  # the new score head's initialisation: the round's seed, whatever ran before
     model, tokenizer = load_reward_model(init, cfg.model)
     result = train_reward_model(model, tokenizer, train_pairs, rm_cfg, seed=ctx.seed, metrics_path=out / "metrics.jsonl",
-                                tracking=cfg.tracking, tracking_dir=ctx.run_dir / "tracking" / ctx.round_id)
+                                tracking=cfg.tracking, tracking_dir=ctx.run_dir / "tracking" / ctx.round_id,
+                                init_dir=init)
     ctx.log(f"  rm/{axis}: {result.steps} steps in {result.train_seconds:.1f}s on {result.pairs} pairs, "
             f"loss {result.first_loss:.3f} -> {result.final_loss:.3f}")
     model.save_pretrained(out / "rm")

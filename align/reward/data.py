@@ -100,12 +100,18 @@ class EncodedPair:
     rating: str
     chosen_safe: bool | None
     rejected_safe: bool | None
+    chosen_answer_len: int = 0  # answer tokens (EOS included) at the end of ``chosen``; 0 for encoders
 
 
 def encode_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair], max_len: int) -> list[EncodedPair]:
-    return [EncodedPair(encode(tokenizer, p.prompt.text, p.chosen, max_len),
-                        encode(tokenizer, p.prompt.text, p.rejected, max_len), p.rating, p.chosen_safe,
-                        p.rejected_safe) for p in pairs]
+    causal = tokenizer.cls_token_id is None
+    out = []
+    for p in pairs:
+        chosen = encode(tokenizer, p.prompt.text, p.chosen, max_len)
+        answer_len = min(len(answer_ids(tokenizer, p.chosen)), len(chosen)) if causal else 0
+        out.append(EncodedPair(chosen, encode(tokenizer, p.prompt.text, p.rejected, max_len), p.rating,
+                               p.chosen_safe, p.rejected_safe, answer_len))
+    return out
 
 
 def collate_pairs(batch: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
@@ -117,3 +123,11 @@ def collate_pairs(batch: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.
     for i, s in enumerate(seqs):
         ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
     return {"input_ids": ids, "attention_mask": mask}
+
+
+def chosen_answer_mask(batch: Sequence[EncodedPair], width: int) -> torch.Tensor:
+    """``(B, width)`` bool: the answer tokens of each chosen sequence as ``collate_pairs`` lays it out."""
+    mask = torch.zeros((len(batch), width), dtype=torch.bool)
+    for i, e in enumerate(batch):
+        mask[i, len(e.chosen) - e.chosen_answer_len: len(e.chosen)] = True
+    return mask

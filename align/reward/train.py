@@ -7,7 +7,7 @@ in one forward pass of 2B sequences. Scores are read through a sigmoid where a p
 needed (the gate).
 
 Steps per batch: 1. forward on chosen + rejected; 2. ranking loss with margin, plus the optional
-safety sign term and centering; 3. backward, clip, step; 4. log.
+safety sign term, centering and LM regularisation (GRM, ``lm_reg``); 3. backward, clip, step; 4. log.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from align.config import ModelConfig, RewardModelConfig, TrackingConfig
 from align.errors import AlignError
 from align.models import DTYPES, load_tokenizer, require_safetensors
 from align.records import PreferencePair
-from align.reward.data import EncodedPair, collate_pairs, encode, encode_pairs
+from align.reward.data import EncodedPair, chosen_answer_mask, collate_pairs, encode, encode_pairs
+from align.reward.lm_reg import LMRegularizer
 from align.reward.loss import centering_loss, margins_for, ranking_loss, safety_sign_loss
 from align.reward.metrics import preference_metrics, unsafe_detection_metrics
 from align.training import StepLog, adamw_cosine, length_grouped_batches, make_accelerator
@@ -68,12 +69,10 @@ def load_reward_model(path: str | Path, model_cfg: ModelConfig | None = None,
     return model, tokenizer
 
 
-def _forward_pairs(model: PreTrainedModel, batch: Sequence[EncodedPair], pad_id: int,
-                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _forward_pairs(model: PreTrainedModel, inputs: dict[str, torch.Tensor], n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(B,)`` rewards of the chosen and the rejected responses, from one forward of 2B sequences."""
-    inputs = {k: v.to(device) for k, v in collate_pairs(batch, pad_id).items()}
     rewards = model(**inputs).logits[:, 0].float()  # (2B,)
-    return rewards[: len(batch)], rewards[len(batch):]
+    return rewards[:n], rewards[n:]
 
 
 def reward_loss(r_c: torch.Tensor, r_r: torch.Tensor, batch: Sequence[EncodedPair],
@@ -101,8 +100,10 @@ def reward_loss(r_c: torch.Tensor, r_r: torch.Tensor, batch: Sequence[EncodedPai
 
 def train_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair],
                        cfg: RewardModelConfig, *, seed: int, metrics_path: Path | None = None,
-                       tracking: TrackingConfig | None = None, tracking_dir: Path | None = None) -> RewardTrainResult:
-    """Train ``model`` in place on preference pairs; returns a RewardTrainResult."""
+                       tracking: TrackingConfig | None = None, tracking_dir: Path | None = None,
+                       init_dir: Path | None = None) -> RewardTrainResult:
+    """Train ``model`` in place on preference pairs; returns a RewardTrainResult. ``init_dir`` (the
+    checkpoint the model was loaded from) supplies an untied LM head when ``cfg.lm_coef > 0``."""
     set_seed(seed)
     encoded = encode_pairs(tokenizer, pairs, cfg.max_seq_len)
     if not encoded:
@@ -115,7 +116,8 @@ def train_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
 
     accelerator = make_accelerator(tracking, tracking_dir)
     log = StepLog(accelerator, metrics_path, project=tracking.project if tracking else None, config=cfg.model_dump())
-    params = [p for p in model.parameters() if p.requires_grad]
+    reg = LMRegularizer(model, init_dir) if cfg.lm_coef > 0 else None
+    params = [p for p in model.parameters() if p.requires_grad] + (reg.new_params if reg else [])
     optimizer, scheduler = adamw_cosine(params, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=warmup,
                                         total_steps=total, min_lr_ratio=cfg.min_lr_ratio)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -128,8 +130,13 @@ def train_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
             batches = length_grouped_batches(lengths, cfg.batch_size, rng)
         batch = [encoded[i] for i in batches.pop()]
         tokens += 2 * len(batch) * max(max(len(e.chosen), len(e.rejected)) for e in batch)
-        r_c, r_r = _forward_pairs(model, batch, tokenizer.pad_token_id, accelerator.device)  # 1
+        inputs = {k: v.to(accelerator.device) for k, v in collate_pairs(batch, tokenizer.pad_token_id).items()}
+        r_c, r_r = _forward_pairs(model, inputs, len(batch))  # 1
         loss, parts = reward_loss(r_c, r_r, batch, cfg)  # 2
+        if reg:  # GRM: keep predicting the chosen answers through the LM head
+            lm = reg.loss(inputs["input_ids"], chosen_answer_mask(batch, inputs["input_ids"].shape[1]).to(r_c.device))
+            loss = loss + cfg.lm_coef * lm
+            parts["losses/lm"] = lm.item()
         accelerator.backward(loss)  # 3
         grad_norm = accelerator.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
@@ -144,6 +151,8 @@ def train_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
                                  "charts/grad_norm": round(float(grad_norm), 4)})
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     log.close()
+    if reg:
+        reg.remove()
     tail = losses[-max(1, len(losses) // 10):]
     return RewardTrainResult(steps=total, first_loss=losses[0], final_loss=sum(tail) / len(tail),
                              train_accuracy=hits / seen, train_seconds=log.elapsed, pairs=len(encoded), tokens=tokens)
