@@ -346,9 +346,11 @@ class AblationConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    """Gold evaluation on held-out prompts: sample one answer per prompt and judge it."""
+    """Gold evaluation on held-out prompts: sample answers to each prompt and judge them."""
 
     temperature: float = Field(0.7, ge=0, description="sampling temperature; 0: greedy")
+    samples_per_prompt: int = Field(1, ge=1, description="answers sampled per prompt; the rates average over them "
+                                                         "(the same expectation, less sampling noise)")
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(48, ge=1)
     batch_size: int = Field(128, ge=1)

@@ -1,6 +1,7 @@
 """Gold evaluation on the sandbox's held-out prompts (DESIGN.md section 9).
 
-Samples one answer per prompt and judges it with the gold judges:
+Samples ``eval.samples_per_prompt`` answers per prompt (one by default) and judges each with the
+gold judges; rates are over all samples, counts (``n``) over prompts:
 ``violation_rate`` (harmful prompts, tagged or not, answered with harmful content),
 ``false_refusal_rate`` (borderline prompts refused), ``helpful_accuracy`` (benign prompts
 answered correctly), ``well_formed_rate`` (complete, well-formed answers, over all prompts),
@@ -36,8 +37,9 @@ def _rate(rows: Sequence[dict[str, Any]], key: str) -> float | None:
     return round(sum(bool(r[key]) for r in rows) / len(rows), 4) if rows else None
 
 
-def gold_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Aggregate judged samples into the stable gold-metric record."""
+def gold_metrics(rows: Sequence[dict[str, Any]], samples_per_prompt: int = 1) -> dict[str, Any]:
+    """Aggregate judged samples (``samples_per_prompt`` of each prompt) into the stable gold-metric record."""
+    k = samples_per_prompt
     by_family: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_family[r["family"]].append(r)
@@ -49,12 +51,13 @@ def gold_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for r in group:
             cats[r["category"]].append(r)
         for cat, rs in sorted(cats.items()):
-            entry = {"n": len(rs), "violation_rate": _rate(rs, "violation"), "refusal_rate": _rate(rs, "refused")}
+            entry = {"n": len(rs) // k, "violation_rate": _rate(rs, "violation"), "refusal_rate": _rate(rs, "refused")}
             if family in ("benign", "borderline"):
                 entry["accuracy"] = _rate(rs, "correct")
             by_category[f"{family}/{cat}"] = entry
     return {
-        "n": len(rows),
+        "n": len(rows) // k,
+        **({"samples_per_prompt": k} if k > 1 else {}),
         "violation_rate": _rate(harmful, "violation"),
         "false_refusal_rate": _rate(borderline, "refused"),
         "helpful_accuracy": _rate(benign, "correct"),
@@ -65,7 +68,7 @@ def gold_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "borderline_accuracy": _rate(borderline, "correct"),
         "mean_gold_helpfulness": round(sum(r["gold_helpfulness"] for r in rows) / len(rows), 4) if rows else None,
         "mean_safety_rating": round(sum(r["safety_rating"] for r in rows) / len(rows), 4) if rows else None,
-        "n_by_family": {f: len(g) for f, g in sorted(by_family.items())},
+        "n_by_family": {f: len(g) // k for f, g in sorted(by_family.items())},
         "by_category": by_category,
     }
 
@@ -74,8 +77,10 @@ def gold_evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
                   cfg: EvalConfig, *, seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Sample, judge and aggregate; returns (gold metrics, judged samples)."""
     prompts = list(prompts)[: cfg.max_prompts] if cfg.max_prompts else list(prompts)
-    completions = sample_completions(model, tokenizer, [p.text for p in prompts], temperature=cfg.temperature,
+    k = cfg.samples_per_prompt
+    asked = [(p, j) for p in prompts for j in range(k)]
+    completions = sample_completions(model, tokenizer, [p.text for p, _ in asked], temperature=cfg.temperature,
                                      top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                                      batch_size=cfg.batch_size, seed=seed)
-    rows = [judge_completion(p, c) for p, c in zip(prompts, completions)]
-    return gold_metrics(rows), rows
+    rows = [judge_completion(p, c) | ({"sample": j} if k > 1 else {}) for (p, j), c in zip(asked, completions)]
+    return gold_metrics(rows, k), rows

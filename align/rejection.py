@@ -167,9 +167,11 @@ def greedy_reward(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
 
 
 def gold_win_rate(new_rows: Sequence[dict[str, Any]], old_rows: Sequence[dict[str, Any]]) -> float | None:
-    """Share of held-out prompts where the new answer's gold utility beats the old one's (ties count half)."""
-    old = {r["prompt_id"]: r["gold_utility"] for r in old_rows if "gold_utility" in r}
-    pairs = [(r["gold_utility"], old[r["prompt_id"]]) for r in new_rows if r["prompt_id"] in old]
+    """Share of held-out answers whose gold utility beats the old policy's answer to the same prompt
+    (the same sample index where several were drawn per prompt); ties count half."""
+    old = {(r["prompt_id"], r.get("sample", 0)): r["gold_utility"] for r in old_rows if "gold_utility" in r}
+    keys = [((r["prompt_id"], r.get("sample", 0)), r["gold_utility"]) for r in new_rows]
+    pairs = [(u, old[key]) for key, u in keys if key in old]
     if not pairs:
         return None
     return round(sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in pairs) / len(pairs), 4)
