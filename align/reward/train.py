@@ -116,6 +116,9 @@ def train_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
 
     accelerator = make_accelerator(tracking, tracking_dir)
     log = StepLog(accelerator, metrics_path, project=tracking.project if tracking else None, config=cfg.model_dump())
+    if cfg.lm_coef > 0 and tokenizer.cls_token_id is not None:
+        raise AlignError(f"lm_coef > 0 needs a causal LM reward model; {type(model).__name__} reads a [CLS] token "
+                         "(an encoder has no next-token head: set lm_coef: 0)")
     reg = LMRegularizer(model, init_dir) if cfg.lm_coef > 0 else None
     params = [p for p in model.parameters() if p.requires_grad] + (reg.new_params if reg else [])
     optimizer, scheduler = adamw_cosine(params, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=warmup,

@@ -105,3 +105,13 @@ def test_training_with_lm_coef_logs_the_lm_term_and_saves_a_plain_classifier(com
         assert "score.weight" in saved and not any(k.startswith("lm_head") for k in saved)
     # The first step's LM term is the SFT policy's own answer loss on that batch: a language model, not noise.
     assert losses[0]["losses/lm"] < 0.5 * torch.log(torch.tensor(float(len(tokenizer)))).item()
+
+
+def test_lm_coef_on_an_encoder_reward_model_is_refused(completed_smoke_run):
+    run_dir, _ = completed_smoke_run
+    sft = run_dir / "rounds" / "01-sft" / "model"
+    model, tokenizer = load_reward_model(sft)
+    tokenizer.cls_token = tokenizer.bos_token  # reads like an encoder's [CLS]-first pair encoding
+    with pytest.raises(AlignError, match="lm_coef > 0 needs a causal LM reward model"):
+        train_reward_model(model, tokenizer, _pairs(run_dir), RewardModelConfig(lm_coef=1.0, max_steps=1), seed=0,
+                           init_dir=sft)
