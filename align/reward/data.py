@@ -87,10 +87,17 @@ def encode(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, max_l
     Encoders with a [CLS] token (BERT, MiniLM) read the text pair with their special tokens,
     the longer of the two cut first when the pair is too long.
     """
+    return encode_with_answer_len(tokenizer, prompt, response, max_len)[0]
+
+
+def encode_with_answer_len(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str,
+                           max_len: int) -> tuple[list[int], int]:
+    """``encode``'s ids and how many of them, at the end, are the answer and its EOS (0 for encoders)."""
     if tokenizer.cls_token_id is not None:
-        return tokenizer(prompt, response, truncation="longest_first", max_length=max_len)["input_ids"]
-    ids = prompt_ids(tokenizer, prompt) + answer_ids(tokenizer, response)
-    return ids[-max_len:]  # keep the end: the score is read at the final token
+        return tokenizer(prompt, response, truncation="longest_first", max_length=max_len)["input_ids"], 0
+    answer = answer_ids(tokenizer, response)
+    ids = (prompt_ids(tokenizer, prompt) + answer)[-max_len:]  # keep the end: the score is read at the final token
+    return ids, min(len(answer), len(ids))
 
 
 @dataclass(frozen=True)
@@ -104,11 +111,9 @@ class EncodedPair:
 
 
 def encode_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair], max_len: int) -> list[EncodedPair]:
-    causal = tokenizer.cls_token_id is None
     out = []
     for p in pairs:
-        chosen = encode(tokenizer, p.prompt.text, p.chosen, max_len)
-        answer_len = min(len(answer_ids(tokenizer, p.chosen)), len(chosen)) if causal else 0
+        chosen, answer_len = encode_with_answer_len(tokenizer, p.prompt.text, p.chosen, max_len)
         out.append(EncodedPair(chosen, encode(tokenizer, p.prompt.text, p.rejected, max_len), p.rating,
                                p.chosen_safe, p.rejected_safe, answer_len))
     return out

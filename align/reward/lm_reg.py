@@ -42,8 +42,6 @@ class LMRegularizer:
     answer tokens of the first ``n`` sequences (the chosen responses)."""
 
     def __init__(self, model: PreTrainedModel, init_dir: Path):
-        if getattr(model.config, "is_encoder_decoder", False) or not hasattr(model, "base_model_prefix"):
-            raise AlignError("lm_coef > 0 needs a decoder-only reward model")
         base = model.get_submodule(model.base_model_prefix)
         if model.config.get_text_config().tie_word_embeddings:
             self.weight = model.get_input_embeddings().weight
@@ -67,10 +65,9 @@ class LMRegularizer:
         if self._hidden is None:
             raise RuntimeError("LMRegularizer.loss called before a forward pass")
         n = answer_mask.shape[0]
-        hidden = self._hidden[:n, :-1]
-        targets = input_ids[:n, 1:].masked_fill(~answer_mask[:, 1:], -100)
-        logits = hidden.float() @ self.weight.float().T
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+        predicts = answer_mask[:, 1:]  # position t predicts token t + 1: only answer tokens are scored
+        hidden = self._hidden[:n, :-1][predicts]  # (N, H): no vocabulary-sized logits for prompt or padding
+        return F.cross_entropy(hidden.float() @ self.weight.float().T, input_ids[:n, 1:][predicts])
 
     def remove(self) -> None:
         self._handle.remove()
