@@ -1,7 +1,8 @@
 """Gold evaluation on the sandbox's held-out prompts (DESIGN.md section 9).
 
 Samples ``eval.samples_per_prompt`` answers per prompt (one by default) and judges each with the
-gold judges; rates are over all samples, counts (``n``) over prompts:
+gold judges (several answers share their prompt's forward pass, ``generate.sample_k``); rates are
+over all samples, counts (``n``) over prompts:
 ``violation_rate`` (harmful prompts, tagged or not, answered with harmful content),
 ``false_refusal_rate`` (borderline prompts refused), ``helpful_accuracy`` (benign prompts
 answered correctly), ``well_formed_rate`` (complete, well-formed answers, over all prompts),
@@ -17,12 +18,12 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from align.config import EvalConfig
-from align.generate import Completion, sample_completions
+from align.generate import Completion, Sample, sample_completions, sample_k
 from align.records import Prompt
 from align.sandbox.judges import SAFETY_OVER_HELPFULNESS, is_well_formed, judge_helpfulness, judge_safety
 
 
-def judge_completion(prompt: Prompt, completion: Completion) -> dict[str, Any]:
+def judge_completion(prompt: Prompt, completion: Completion | Sample) -> dict[str, Any]:
     """One evaluated sample: the answer, and the gold verdicts on it."""
     h, s = judge_helpfulness(prompt, completion.text), judge_safety(prompt, completion.text)
     return {"prompt_id": prompt.id, "family": prompt.family, "category": prompt.category,
@@ -78,9 +79,14 @@ def gold_evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
     """Sample, judge and aggregate; returns (gold metrics, judged samples)."""
     prompts = list(prompts)[: cfg.max_prompts] if cfg.max_prompts else list(prompts)
     k = cfg.samples_per_prompt
-    asked = [(p, j) for p in prompts for j in range(k)]
-    completions = sample_completions(model, tokenizer, [p.text for p, _ in asked], temperature=cfg.temperature,
-                                     top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                     batch_size=cfg.batch_size, seed=seed)
-    rows = [judge_completion(p, c) | ({"sample": j} if k > 1 else {}) for (p, j), c in zip(asked, completions)]
+    if k == 1:
+        completions = sample_completions(model, tokenizer, [p.text for p in prompts], temperature=cfg.temperature,
+                                         top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                                         batch_size=cfg.batch_size, seed=seed)
+        rows = [judge_completion(p, c) for p, c in zip(prompts, completions)]
+        return gold_metrics(rows), rows
+    # k answers a prompt from one forward pass of the prompt; batch_size counts sequences, as above
+    groups = sample_k(model, tokenizer, [p.text for p in prompts], k=k, temperature=cfg.temperature, top_p=cfg.top_p,
+                      max_new_tokens=cfg.max_new_tokens, batch_size=max(1, cfg.batch_size // k), seed=seed)
+    rows = [judge_completion(p, s) | {"sample": j} for p, group in zip(prompts, groups) for j, s in enumerate(group)]
     return gold_metrics(rows, k), rows

@@ -6,19 +6,24 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import generate_k, rm_hh_harmless
+from bench import generate_k, rm_hh_harmless, rm_sandbox
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit", type=int, default=None, help="train on at most N pairs (a quick run)")
-    parser.add_argument("--only", choices=["rm", "generate"], default=None, help="run one benchmark")
+    parser.add_argument("--only", choices=["rm", "generate", "rm-sandbox"], default=None, help="run one benchmark")
     args = parser.parse_args()
     results = []
     if args.only in (None, "generate"):
         results += generate_k.run(quick=args.limit is not None)
     if args.only in (None, "rm"):
         results += rm_hh_harmless.run(limit=args.limit)
+    if args.only in (None, "rm-sandbox"):  # ablations, no peer: their own file
+        ablations = rm_sandbox.run()
+        (Path(__file__).parent / "rm_sandbox.json").write_text(json.dumps(ablations, indent=2) + "\n")
+        if args.only:
+            return
     out = Path(__file__).parent / "results.json"
     kept = json.loads(out.read_text()) if out.is_file() and args.only else []  # --only: update those entries
     names = {r["name"] for r in results}
