@@ -72,9 +72,24 @@ class Scored:
     branch: list[str] | None  # the gate's branch per entry (llama2_gate only)
 
 
+def distinct(keys: Sequence[Any]) -> tuple[list[int], list[int]]:
+    """``(first, where)``: the index of each distinct key's first occurrence, and for every key the
+    position of its key in ``first`` (the K samples of a sharp policy repeat: each is scored once)."""
+    seen: dict[Any, int] = {}
+    first, where = [], []
+    for i, key in enumerate(keys):
+        if key not in seen:
+            seen[key] = len(first)
+            first.append(i)
+        where.append(seen[key])
+    return first, where
+
+
 def score_responses(rms: RewardModels, combine: CombineConfig, prompts: Sequence[Prompt],
                     responses: Sequence[str]) -> Scored:
-    r_h, r_s = rms.probabilities([p.text for p in prompts], responses)
+    first, where = distinct([(p.text, r) for p, r in zip(prompts, responses)])
+    r_h, r_s = rms.probabilities([prompts[i].text for i in first], [responses[i] for i in first])
+    r_h, r_s = r_h[where], r_s[where]
     tags = torch.tensor([p.is_safety for p in prompts], dtype=torch.bool)
     combined = combine_rewards(resolve_rule(combine.rule, combine.params), r_h, r_s, tags, whiten_logit=False).double()
     reward = post_transform(combined, whiten_logit=combine.whiten_logit, eps=combine.logit_eps)
@@ -187,8 +202,10 @@ def reward_by_category(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 def reference_logprobs(reference: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
                        responses: Sequence[str], *, batch_size: int = 64) -> list[float]:
     """``log pi_ref(y | x)`` of each response (its tokens and EOS, by teacher forcing from the text)."""
-    answers = [answer_ids(tokenizer, r) for r in responses]
-    return [math.fsum(lp) for lp in sequence_logprobs(reference, tokenizer, prompts, answers, batch_size=batch_size)]
+    first, where = distinct(list(zip(prompts, responses)))
+    answers = [answer_ids(tokenizer, responses[i]) for i in first]
+    logprobs = sequence_logprobs(reference, tokenizer, [prompts[i] for i in first], answers, batch_size=batch_size)
+    return [math.fsum(logprobs[j]) for j in where]
 
 
 def reward_scale(combined: torch.Tensor, combine: CombineConfig) -> Callable[[torch.Tensor], torch.Tensor]:

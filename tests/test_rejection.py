@@ -11,12 +11,13 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
+from align.chat import answer_ids
 from align.config import CombineConfig, RejectionConfig
 from align.errors import AlignError
 from align.generate import sample_k, sequence_logprobs
 from align.records import Prompt
-from align.rejection import (RewardModels, best_of_k_curve, pool_best, reward_scale, sample_and_score,
-                             select_training_set, selection_value, top_n)
+from align.rejection import (RewardModels, best_of_k_curve, distinct, pool_best, reference_logprobs, reward_scale,
+                             sample_and_score, score_responses, select_training_set, selection_value, top_n)
 from align.reward.train import score
 from align.sandbox.model import tiny_llama
 from align.sandbox.tokenizer import train_tokenizer
@@ -158,6 +159,31 @@ def test_regularized_best_of_k_keeps_the_answer_the_reference_finds_likely_and_p
     assert "ref_logprob" not in prior[0]  # prior rounds' rows are not modified
 
 
+class _CountingRewardModels(_FixedRewardModels):
+    def probabilities(self, prompts, responses):
+        self.calls = list(zip(prompts, responses))
+        return super().probabilities(prompts, responses)
+
+
+def test_repeated_samples_are_scored_once_and_every_row_gets_its_score():
+    assert distinct(["a", "b", "a", "c", "b"]) == ([0, 1, 3], [0, 1, 0, 2, 1])
+    assert distinct([]) == ([], [])
+    p1, p2 = (Prompt(id=i, text=t, family="benign", category="x", is_safety=False) for i, t in (("1", "Q1"), ("2", "Q2")))
+    rms = _CountingRewardModels({"A.": 0.8, "B.": 0.4})
+    scored = score_responses(rms, CombineConfig(), [p1, p1, p1, p2, p2], ["A.", "B.", "A.", "A.", "A."])
+    assert rms.calls == [("Q1", "A."), ("Q1", "B."), ("Q2", "A.")]  # the same answer to another prompt is new
+    assert scored.r_h.tolist() == [0.8, 0.4, 0.8, 0.8, 0.8]
+    assert scored.combined.tolist() == [0.8, 0.4, 0.8, 0.8, 0.8]
+
+
+def test_reference_logprobs_of_repeated_answers_equal_each_scored_alone(policy, tokenizer):
+    prompts, answers = [PROMPTS[0], PROMPTS[0], PROMPTS[1]], ["The answer is 7.", "The answer is 7.", "The answer is 7."]
+    got = reference_logprobs(policy, tokenizer, prompts, answers)
+    alone = [math.fsum(sequence_logprobs(policy, tokenizer, [p], [answer_ids(tokenizer, a)])[0])
+             for p, a in zip(prompts, answers)]
+    assert got == pytest.approx(alone, abs=1e-5) and got[0] == got[1] and got[0] != pytest.approx(got[2])
+
+
 def test_reward_model_with_another_tokenizer_scores_from_text(policy, tokenizer):
     """The policy and a reward model tokenize differently: samples are re-tokenized from text."""
     rm_tok = train_tokenizer([t.upper() for t in TEXTS] + TEXTS, vocab_size=280)
@@ -293,7 +319,6 @@ def test_prefs_with_the_ai_labeler_and_imported_labels(smoke_copy, tmp_path):
 def test_regularized_rs_rounds_select_by_reward_plus_sft_log_likelihood(smoke_copy):
     from conftest import align_cli
 
-    from align.chat import answer_ids
     from align.models import load_causal_lm, load_tokenizer
 
     result = align_cli("run", str(smoke_copy / "campaign.yaml"), "--run-dir", str(smoke_copy), "--until", "09-rs",
