@@ -43,7 +43,7 @@ def _link_rounds(base: Path, run_dir: Path) -> None:
     (run_dir / "rounds").mkdir(parents=True, exist_ok=True)
     for rid in REUSED:
         src = base / "rounds" / rid
-        if src.is_dir():
+        if src.is_dir() and not (run_dir / "rounds" / rid).exists():
             shutil.copytree(src, run_dir / "rounds" / rid, copy_function=os.link)
 
 
@@ -58,7 +58,8 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def run(base: Path | None = None, seed: int = 0) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="rm-ablation-") as tmp:
-        if base is None:
+        scratch_base = base is None
+        if scratch_base:
             base = Path(tmp) / "base"
             run_campaign(load_config(CONFIG, [f"seed={seed}"]), base, until="01-sft", log=_quiet)
         results = []
@@ -67,6 +68,8 @@ def run(base: Path | None = None, seed: int = 0) -> list[dict[str, Any]]:
             _link_rounds(base, run_dir)
             done = run_campaign(load_config(CONFIG, [f"seed={seed}", *overrides]), run_dir, until=round_id, log=_quiet)
             results.append({"name": name, "round": round_id, "overrides": overrides, **_summary(done[-1].metrics)})
+            if scratch_base and not overrides:  # a default round: later variants reuse it
+                _link_rounds(run_dir, base)
             print(_line(results[-1]), flush=True)
     return results
 
