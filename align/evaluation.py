@@ -18,7 +18,7 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from align.config import EvalConfig
-from align.generate import Completion, Sample, sample_completions, sample_k
+from align.generate import Completion, Sample, sample_k
 from align.records import Prompt
 from align.sandbox.judges import SAFETY_OVER_HELPFULNESS, is_well_formed, judge_helpfulness, judge_safety
 
@@ -78,15 +78,9 @@ def gold_evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
                   cfg: EvalConfig, *, seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Sample, judge and aggregate; returns (gold metrics, judged samples)."""
     prompts = list(prompts)[: cfg.max_prompts] if cfg.max_prompts else list(prompts)
-    k = cfg.samples_per_prompt
-    if k == 1:
-        completions = sample_completions(model, tokenizer, [p.text for p in prompts], temperature=cfg.temperature,
-                                         top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                         batch_size=cfg.batch_size, seed=seed)
-        rows = [judge_completion(p, c) for p, c in zip(prompts, completions)]
-        return gold_metrics(rows), rows
-    # k answers a prompt from one forward pass of the prompt; batch_size counts sequences, as above
+    k = cfg.samples_per_prompt  # the k answers of a prompt share its forward pass; batch_size counts sequences
     groups = sample_k(model, tokenizer, [p.text for p in prompts], k=k, temperature=cfg.temperature, top_p=cfg.top_p,
                       max_new_tokens=cfg.max_new_tokens, batch_size=max(1, cfg.batch_size // k), seed=seed)
-    rows = [judge_completion(p, s) | {"sample": j} for p, group in zip(prompts, groups) for j, s in enumerate(group)]
+    rows = [judge_completion(p, s) | ({"sample": j} if k > 1 else {})
+            for p, group in zip(prompts, groups) for j, s in enumerate(group)]
     return gold_metrics(rows, k), rows

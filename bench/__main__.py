@@ -20,8 +20,7 @@ def main() -> None:
     if args.only in (None, "rm"):
         results += rm_hh_harmless.run(limit=args.limit)
     if args.only in (None, "rm-sandbox"):  # ablations, no peer: their own file
-        ablations = rm_sandbox.run()
-        (Path(__file__).parent / "rm_sandbox.json").write_text(json.dumps(ablations, indent=2) + "\n")
+        rm_sandbox.save(rm_sandbox.run())
         if args.only:
             return
     out = Path(__file__).parent / "results.json"

@@ -1,5 +1,5 @@
 """Reward-model ablations on the sandbox (issue 4): the rating margin of the helpfulness RM
-(none / small / large, Llama 2 Table 28's by-rating view) and the safety RM's 90/10 mix against
+(none / small / large, accuracy by rating level) and the safety RM's 90/10 mix against
 safety pairs only (the paper: the 10% of helpfulness data helps where both answers are safe).
 
 Each variant is the default campaign's ``rm`` round with one override, trained in a scratch run
@@ -23,6 +23,7 @@ from align.config import load_config
 
 ROOT = Path(__file__).parent.parent
 CONFIG = ROOT / "configs" / "sandbox.yaml"
+OUT = Path(__file__).parent / "rm_sandbox.json"
 REUSED = ("00-sandbox", "01-sft", "02-rm-helpfulness", "03-rm-safety")
 
 # (name, round read back, overrides); the first of each round is the default configuration.
@@ -35,10 +36,6 @@ VARIANTS = [
 ]
 
 
-def _quiet(msg: str) -> None:
-    pass
-
-
 def _link_rounds(base: Path, run_dir: Path) -> None:
     (run_dir / "rounds").mkdir(parents=True, exist_ok=True)
     for rid in REUSED:
@@ -49,7 +46,7 @@ def _link_rounds(base: Path, run_dir: Path) -> None:
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     own = metrics["eval"][metrics["axis"]]
-    out = {"accuracy": own["accuracy"], "by_rating": own["accuracy_by_rating"], "cross_axis": metrics["cross_axis"],
+    out = {"axis": metrics["axis"], "accuracy": own["accuracy"], "by_rating": own["accuracy_by_rating"], "cross_axis": metrics["cross_axis"],
            "train_seconds": metrics["train"]["train_seconds"]}
     if "accuracy_by_bin" in own:
         out["by_bin"] = own["accuracy_by_bin"]
@@ -61,12 +58,12 @@ def run(base: Path | None = None, seed: int = 0) -> list[dict[str, Any]]:
         scratch_base = base is None
         if scratch_base:
             base = Path(tmp) / "base"
-            run_campaign(load_config(CONFIG, [f"seed={seed}"]), base, until="01-sft", log=_quiet)
+            run_campaign(load_config(CONFIG, [f"seed={seed}"]), base, until="01-sft", log=lambda _: None)
         results = []
         for i, (name, round_id, overrides) in enumerate(VARIANTS):
             run_dir = Path(tmp) / f"variant-{i}"
             _link_rounds(base, run_dir)
-            done = run_campaign(load_config(CONFIG, [f"seed={seed}", *overrides]), run_dir, until=round_id, log=_quiet)
+            done = run_campaign(load_config(CONFIG, [f"seed={seed}", *overrides]), run_dir, until=round_id, log=lambda _: None)
             results.append({"name": name, "round": round_id, "overrides": overrides, **_summary(done[-1].metrics)})
             if scratch_base and not overrides:  # a default round: later variants reuse it
                 _link_rounds(run_dir, base)
@@ -78,9 +75,14 @@ def _line(r: dict[str, Any]) -> str:
     ratings = " / ".join(f"{r['by_rating'].get(k, float('nan')):.3f}"
                          for k in ("significantly_better", "better", "slightly_better", "negligibly_better"))
     bins = f"  both_safe {r['by_bin']['both_safe']:.3f}" if "by_bin" in r else ""
-    other = [k for k in r["cross_axis"] if k not in r["name"].split()[0]]
+    other = next(k for k in r["cross_axis"] if k != r["axis"])
     return (f"{r['name']:<42} accuracy {r['accuracy']:.3f}  by rating (sig / better / slightly / negligibly) "
-            f"{ratings}{bins}  on the other axis's pairs {r['cross_axis'][other[0]]:.3f}")
+            f"{ratings}{bins}  on the other axis's pairs {r['cross_axis'][other]:.3f}")
+
+
+def save(results: list[dict[str, Any]]) -> None:
+    OUT.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {OUT}")
 
 
 def main() -> None:
@@ -90,10 +92,7 @@ def main() -> None:
     parser.add_argument("--base", type=Path, default=None, help="a run directory with 00-sandbox and 01-sft")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    results = run(args.base, args.seed)
-    out = Path(__file__).parent / "rm_sandbox.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    save(run(args.base, args.seed))
 
 
 if __name__ == "__main__":
