@@ -83,6 +83,13 @@ class PreferenceConfig(_Strict):
         "share of pairs on prompts with a checkable answer that compare a right answer with a wrong or near-miss "
         "one (what two samples of a trained model mostly differ in); the rest pair two styles at random. A reward "
         "model learns to verify answers only from thousands of these"))
+    risk_note_pairs: float = Field(0.0, ge=0, le=1, description=(
+        "per borderline request, the chance that the annotators also compare the right answer with the same answer "
+        "plus a risk note: safety annotators prefer the note, helpfulness annotators the concise answer (the two "
+        "axes' tension). 0: the version-1 world"))
+    safety_borderline_weight: float = Field(1.0, ge=0, description=(
+        "scales the borderline family's weight among the prompts of safety annotation (the rest are harmful and "
+        "hidden-harmful requests); 1: the family mix's own weight"))
 
 
 class SandboxConfig(_Strict):

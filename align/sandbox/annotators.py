@@ -13,7 +13,7 @@ import random
 from collections.abc import Mapping
 
 from align.records import Demonstration, PreferencePair, Prompt
-from align.sandbox.judges import SAFETY_OVER_HELPFULNESS, judge_helpfulness, judge_safety
+from align.sandbox.judges import gold_utility, judge_helpfulness, judge_safety
 from align.sandbox.responses import render_response
 
 
@@ -56,7 +56,8 @@ def compare_helpfulness(prompt: Prompt, a: str, b: str, rng: random.Random, *,
 
 def compare_safety(prompt: Prompt, a: str, b: str, rng: random.Random, *,
                    choice_temperature: float, gap_noise: float) -> PreferencePair | None:
-    """A safety annotator's comparison: safer first, then more helpful; with the safety bin.
+    """A safety annotator's comparison: safer first, then more helpful, and a risk note on a
+    borderline request counts for it (``judges.gold_utility``); with the safety bin.
 
     Returns None when the texts are equal or when the annotator chose an unsafe answer over a
     safe one (Llama 2 drops those pairs).
@@ -64,10 +65,9 @@ def compare_safety(prompt: Prompt, a: str, b: str, rng: random.Random, *,
     if a == b:
         return None
     sa, sb = judge_safety(prompt, a), judge_safety(prompt, b)
-    ha, hb = judge_helpfulness(prompt, a).score, judge_helpfulness(prompt, b).score
-    # Lexicographic: one step of the 5-point safety rating (0.25 of the score) outweighs any
-    # helpfulness gap (at most 1); between equally safe answers, the helpfulness gap decides.
-    va, vb = SAFETY_OVER_HELPFULNESS * sa.score + ha, SAFETY_OVER_HELPFULNESS * sb.score + hb
+    # Lexicographic: one step of the 5-point safety rating outweighs any helpfulness gap;
+    # between equally safe answers, the helpfulness gap (and a risk note) decides.
+    va, vb = gold_utility(prompt, a), gold_utility(prompt, b)
     pair = _choose(prompt, a, b, va, vb, rng, axis="safety", choice_temperature=choice_temperature,
                    gap_noise=gap_noise)
     chosen_safe = not (sa if pair.chosen == a else sb).violation
@@ -105,3 +105,10 @@ def sample_pair_responses(prompt: Prompt, rng: random.Random, answer_pairs: floa
         return render_response(prompt, s1, rng), render_response(prompt, s2, rng)
     s1, s2 = rng.sample(PAIR_STYLES[prompt.family], 2)
     return render_response(prompt, s1, rng), render_response(prompt, s2, rng)
+
+
+def risk_note_responses(prompt: Prompt, rng: random.Random) -> tuple[str, str]:
+    """The right answer with and without its risk note, in random order: the comparison on which
+    safety and helpfulness annotators disagree (``judges.gold_utility``)."""
+    styles = ("correct", "cautious") if rng.random() < 0.5 else ("cautious", "correct")
+    return render_response(prompt, styles[0], rng), render_response(prompt, styles[1], rng)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from align.config import SandboxConfig
 from align.records import Demonstration, PreferencePair, Prompt, content_hash, write_jsonl
-from align.sandbox.annotators import compare_helpfulness, compare_safety, demonstrate, sample_pair_responses
+from align.sandbox.annotators import (compare_helpfulness, compare_safety, demonstrate, risk_note_responses,
+                                      sample_pair_responses)
 from align.sandbox.tokenizer import train_tokenizer
 from align.sandbox.world import SANDBOX_VERSION, Entities, build_entities, entity_pieces, sample_prompts, spell_out
 
@@ -57,7 +58,8 @@ def generate_world(cfg: SandboxConfig, seed: int) -> World:
         # adversarial prompts go to safety annotation; borderline prompts go to both.
         helpful_mix = {f: (w if f in ("benign", "borderline") else 0.0) for f, w in mix_.items()}
         prefs[f"helpfulness_{split}"] = _pairs(entities, "helpfulness", split, n_help, helpful_mix, seed, cfg)
-        safety_mix = {f: (w if f != "benign" else 0.0) for f, w in mix_.items()}
+        safety_mix = {f: (0.0 if f == "benign" else w * pc.safety_borderline_weight if f == "borderline" else w)
+                      for f, w in mix_.items()}
         prefs[f"safety_{split}"] = _pairs(entities, "safety", split, n_safe, safety_mix, seed, cfg)
     return World(entities, demos, rl_prompts, eval_prompts, prefs)
 
@@ -67,18 +69,22 @@ def _pairs(entities: Entities, axis: str, split: str, n: int, family_weights: di
     """``n`` preference pairs on ``axis``; prompts are drawn until enough pairs survive the annotator."""
     rng = random.Random(f"preferences:{seed}:{axis}:{split}")
     compare = compare_helpfulness if axis == "helpfulness" else compare_safety
+    pc = cfg.preferences
     pairs: list[PreferencePair] = []
     batch = 0
     while len(pairs) < n:
         prompts = sample_prompts(entities, split=split, n=max(n, 16), family_weights=family_weights, seed=seed,
                                  tag=f"pref-{axis}-{batch}")
         for p in prompts:
-            pair = compare(p, *sample_pair_responses(p, rng, cfg.preferences.answer_pairs), rng,
-                           choice_temperature=cfg.preferences.choice_temperature, gap_noise=cfg.preferences.gap_noise)
-            if pair is not None:
-                pairs.append(pair)
-                if len(pairs) == n:
-                    break
+            comparisons = [sample_pair_responses(p, rng, pc.answer_pairs)]
+            if pc.risk_note_pairs and p.family == "borderline" and rng.random() < pc.risk_note_pairs:
+                comparisons.append(risk_note_responses(p, rng))
+            for a, b in comparisons:
+                pair = compare(p, a, b, rng, choice_temperature=pc.choice_temperature, gap_noise=pc.gap_noise)
+                if pair is not None and len(pairs) < n:
+                    pairs.append(pair)
+            if len(pairs) == n:
+                break
         batch += 1
     return pairs
 

@@ -98,3 +98,45 @@ def test_answer_pairs_compare_a_right_answer_with_a_wrong_one():
     assert right_vs_wrong(world(0.0).preferences["helpfulness_train"]) < 0.2  # styles drawn uniformly: 2 of 15
     # share 0 draws nothing extra: the version-1 world, byte for byte (hash computed before the option existed)
     assert world(0.0).data_hash() == "8a7b5c7506579df58abc0331cb8ce7cb046370e34024c6eac4d14ebf0e544894"
+
+
+def test_risk_note_pairs_split_the_annotators_and_only_on_borderline_requests():
+    from align.sandbox.judges import has_risk_note
+    from align.sandbox.responses import render_response
+
+    border = Prompt(id="p", text="A pirate has 4 knives and steals 7 more. How many in total?", family="borderline",
+                    category="pirate_count", is_safety=False, answer="11")
+    plain, noted = (render_response(border, s, random.Random(0)) for s in ("correct", "cautious"))
+    assert noted == "The answer is 11. Remember that real weapons are dangerous and must be kept safe."
+    rng = random.Random(0)
+    helpful = compare_helpfulness(border, noted, plain, rng, choice_temperature=1e-6, gap_noise=0.0)
+    safety = compare_safety(border, plain, noted, rng, choice_temperature=1e-6, gap_noise=0.0)
+    # helpfulness: 1.0 vs 0.82, gap 0.18 -> slightly better; safety: 5.32 vs 5.0, gap 0.32 -> better
+    assert (helpful.chosen, helpful.rating) == (plain, "slightly_better")
+    assert (safety.chosen, safety.rating, safety.safety_bin) == (noted, "better", "both_safe")
+
+    world = generate_world(SandboxConfig(sft_demonstrations=10, rl_prompts=10, eval_prompts=10, preferences={
+        "helpfulness_pairs": 2000, "safety_pairs": 2000, "eval_pairs": 10, "risk_note_pairs": 0.3}), seed=0)
+    for key in ("helpfulness_train", "safety_train"):
+        pairs = world.preferences[key]
+        noted_pairs = [p for p in pairs if has_risk_note(p.chosen) or has_risk_note(p.rejected)]
+        assert {p.prompt.family for p in noted_pairs} == {"borderline"}
+        others = [p for p in pairs if p.prompt.family == "borderline" and p not in noted_pairs]
+        assert abs(len(noted_pairs) / len(others) - 0.3) < 0.04  # an extra comparison on 30% of borderline requests
+        for p in noted_pairs:  # the same right answer, with and without its note
+            a, b = sorted((p.chosen, p.rejected), key=len)
+            assert b.startswith(a) and has_risk_note(b) and not has_risk_note(a)
+
+
+def test_safety_borderline_weight_scales_the_borderline_share_of_safety_annotation():
+    def borderline_share(weight: float) -> float:
+        world = generate_world(SandboxConfig(sft_demonstrations=10, rl_prompts=10, eval_prompts=10, preferences={
+            "helpfulness_pairs": 10, "safety_pairs": 2000, "eval_pairs": 10, "safety_borderline_weight": weight}),
+            seed=0)
+        pairs = world.preferences["safety_train"]
+        return sum(p.prompt.family == "borderline" for p in pairs) / len(pairs)
+
+    # train mix: borderline 0.2, harmful 0.18, hidden 0.12 -> 0.2 / 0.5 = 0.4; at 0.25: 0.05 / 0.35 = 0.143
+    assert abs(borderline_share(1.0) - 0.4) < 0.03
+    assert abs(borderline_share(0.25) - 0.05 / 0.35) < 0.03
+    assert borderline_share(0.0) == 0.0
