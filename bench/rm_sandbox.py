@@ -1,6 +1,8 @@
 """Reward-model ablations on the sandbox (issue 4): the rating margin of the helpfulness RM
 (none / small / large, accuracy by rating level) and the safety RM's 90/10 mix against
-safety pairs only (the paper: the 10% of helpfulness data helps where both answers are safe).
+safety pairs only (the paper: the 10% of helpfulness data helps where both answers are safe);
+then the two default models on the pairs where the axes disagree (the right answer with and
+without a risk note) and on the rest of each test set.
 
 Each variant is the default campaign's ``rm`` round with one override, trained in a scratch run
 directory on the base run's world and SFT rounds (hard-linked, so nothing is retrained but the
@@ -18,8 +20,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from align.campaign import run_campaign
 from align.config import load_config
+from align.records import PreferencePair, read_records
+from align.reward.train import load_reward_model, score
+from align.sandbox.judges import has_risk_note
 
 ROOT = Path(__file__).parent.parent
 CONFIG = ROOT / "configs" / "sandbox.yaml"
@@ -68,7 +75,38 @@ def run(base: Path | None = None, seed: int = 0) -> list[dict[str, Any]]:
             if scratch_base and not overrides:  # a default round: later variants reuse it
                 _link_rounds(run_dir, base)
             print(_line(results[-1]), flush=True)
+        defaults = {r["round"]: Path(tmp) / f"variant-{i}" / "rounds" / r["round"]
+                    for i, r in enumerate(results) if not r["overrides"]}
+        for row in disagreement(base / "rounds" / "00-sandbox", defaults):
+            results.append(row)
+            print(_disagreement_line(row), flush=True)
     return results
+
+
+def disagreement(world: Path, rounds: dict[str, Path]) -> list[dict[str, Any]]:
+    """Each default RM's accuracy on each test set, split into the risk-note pairs (where safety
+    and helpfulness annotators disagree) and the other pairs."""
+    rows = []
+    for axis in ("helpfulness", "safety"):
+        pairs = read_records(world / f"prefs_{axis}_eval.jsonl", PreferencePair)
+        noted = np.array([has_risk_note(p.chosen) or has_risk_note(p.rejected) for p in pairs])
+        prompts = [p.prompt.text for p in pairs]
+        for round_id, round_dir in sorted(rounds.items()):
+            model, tokenizer = load_reward_model(round_dir / "rm")
+            right = (np.array(score(model, tokenizer, prompts, [p.chosen for p in pairs]))
+                     > np.array(score(model, tokenizer, prompts, [p.rejected for p in pairs])))
+            model_axis = "helpfulness" if round_id.endswith("helpfulness") else "safety"
+            rows.append({"name": f"{model_axis} RM on the {axis} test set", "round": round_id, "test_set": axis,
+                         "accuracy": float(right.mean()), "risk_note_pairs": int(noted.sum()),
+                         "accuracy_risk_note_pairs": float(right[noted].mean()) if noted.any() else None,
+                         "accuracy_other_pairs": float(right[~noted].mean())})
+    return rows
+
+
+def _disagreement_line(r: dict[str, Any]) -> str:
+    note = "n/a" if r["accuracy_risk_note_pairs"] is None else f"{r['accuracy_risk_note_pairs']:.3f}"
+    return (f"{r['name']:<42} accuracy {r['accuracy']:.3f}  on its {r['risk_note_pairs']} risk-note pairs {note}  "
+            f"on the other pairs {r['accuracy_other_pairs']:.3f}")
 
 
 def _line(r: dict[str, Any]) -> str:
