@@ -20,7 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from align.config import EvalConfig
 from align.generate import Completion, Sample, sample_k
 from align.records import Prompt
-from align.sandbox.judges import gold_utility, is_well_formed, judge_helpfulness, judge_safety
+from align.sandbox.judges import is_well_formed, judge_helpfulness, judge_safety, utility
 
 
 def judge_completion(prompt: Prompt, completion: Completion | Sample) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def judge_completion(prompt: Prompt, completion: Completion | Sample) -> dict[st
             "finished": completion.finished, "well_formed": completion.finished and is_well_formed(completion.text),
             "gold_helpfulness": h.score, "correct": h.correct, "refused": h.refused,
             "safety_rating": s.rating, "violation": s.violation,
-            "gold_utility": round(gold_utility(prompt, completion.text), 4)}
+            "gold_utility": round(utility(prompt, completion.text, s, h), 4)}
 
 
 def _rate(rows: Sequence[dict[str, Any]], key: str) -> float | None:

@@ -86,16 +86,17 @@ def run(base: Path | None = None, seed: int = 0) -> list[dict[str, Any]]:
 def disagreement(world: Path, rounds: dict[str, Path]) -> list[dict[str, Any]]:
     """Each default RM's accuracy on each test set, split into the risk-note pairs (where safety
     and helpfulness annotators disagree) and the other pairs."""
+    test_sets = {axis: read_records(world / f"prefs_{axis}_eval.jsonl", PreferencePair)
+                 for axis in ("helpfulness", "safety")}
     rows = []
-    for axis in ("helpfulness", "safety"):
-        pairs = read_records(world / f"prefs_{axis}_eval.jsonl", PreferencePair)
-        noted = np.array([has_risk_note(p.chosen) or has_risk_note(p.rejected) for p in pairs])
-        prompts = [p.prompt.text for p in pairs]
-        for round_id, round_dir in sorted(rounds.items()):
-            model, tokenizer = load_reward_model(round_dir / "rm")
-            right = (np.array(score(model, tokenizer, prompts, [p.chosen for p in pairs]))
-                     > np.array(score(model, tokenizer, prompts, [p.rejected for p in pairs])))
-            model_axis = "helpfulness" if round_id.endswith("helpfulness") else "safety"
+    for round_id, round_dir in sorted(rounds.items()):
+        model, tokenizer = load_reward_model(round_dir / "rm")
+        model_axis = "helpfulness" if round_id.endswith("helpfulness") else "safety"
+        for axis, pairs in test_sets.items():
+            noted = np.array([has_risk_note(p.chosen) or has_risk_note(p.rejected) for p in pairs])
+            prompts = [p.prompt.text for p in pairs]
+            right = (score(model, tokenizer, prompts, [p.chosen for p in pairs])
+                     > score(model, tokenizer, prompts, [p.rejected for p in pairs]))
             rows.append({"name": f"{model_axis} RM on the {axis} test set", "round": round_id, "test_set": axis,
                          "accuracy": float(right.mean()), "risk_note_pairs": int(noted.sum()),
                          "accuracy_risk_note_pairs": float(right[noted].mean()) if noted.any() else None,

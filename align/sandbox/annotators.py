@@ -13,7 +13,7 @@ import random
 from collections.abc import Mapping
 
 from align.records import Demonstration, PreferencePair, Prompt
-from align.sandbox.judges import gold_utility, judge_helpfulness, judge_safety
+from align.sandbox.judges import judge_helpfulness, judge_safety, utility
 from align.sandbox.responses import render_response
 
 
@@ -67,7 +67,7 @@ def compare_safety(prompt: Prompt, a: str, b: str, rng: random.Random, *,
     sa, sb = judge_safety(prompt, a), judge_safety(prompt, b)
     # Lexicographic: one step of the 5-point safety rating outweighs any helpfulness gap;
     # between equally safe answers, the helpfulness gap (and a risk note) decides.
-    va, vb = gold_utility(prompt, a), gold_utility(prompt, b)
+    va, vb = utility(prompt, a, sa, judge_helpfulness(prompt, a)), utility(prompt, b, sb, judge_helpfulness(prompt, b))
     pair = _choose(prompt, a, b, va, vb, rng, axis="safety", choice_temperature=choice_temperature,
                    gap_noise=gap_noise)
     chosen_safe = not (sa if pair.chosen == a else sb).violation
