@@ -14,11 +14,15 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "AlignError": "align.errors", "CampaignConfig": "align.config", "load_config": "align.config",
-    "RoundResult": "align.campaign", "run_campaign": "align.campaign", "run_ablation": "align.ablate",
-    "gold_evaluate": "align.evaluation", "gold_metrics": "align.evaluation",
+    "parse_config": "align.config", "RoundResult": "align.campaign", "run_campaign": "align.campaign",
+    "plan_rounds": "align.campaign", "run_ablation": "align.ablate",
+    "Stage": "align.stages", "StageContext": "align.stages", "register": "align.stages",
+    "Judge": "align.evaluation.judge", "Verdict": "align.evaluation.judge", "get_judge": "align.evaluation.judge",
+    "evaluate_policy": "align.evaluation.policy", "policy_metrics": "align.evaluation.metrics",
     "generate_world": "align.sandbox.build", "write_world": "align.sandbox.build",
     "judge_helpfulness": "align.sandbox.judges", "judge_safety": "align.sandbox.judges",
-    "answer_only_loss": "align.sft", "train_sft": "align.sft",
+    "answer_only_loss": "align.sft", "finetune": "align.sft", "train": "align.training",
+    "RewardModels": "align.reward.client", "score_responses": "align.reward.client",
     "combine_rewards": "align.combine", "resolve_rule": "align.combine", "sample_k": "align.generate",
 }
 __all__ = sorted(_EXPORTS)

@@ -16,7 +16,6 @@ The report (``<run>/ablation/report.{md,json}``, ``frontier.png``) gives, per ru
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 import sys
@@ -26,10 +25,12 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from align.config import AblationRule, CampaignConfig, CombineConfig
+from align.combine.config import AblationRule, CombineConfig
+from align.config import CampaignConfig, config_to_yaml, parse_config
 from align.errors import AlignError
+from align.evaluation.metrics import mean_ci
+from align.stages import get_stage
 
-RULE_STAGES = ("rs",)  # stages whose rounds depend on the combination rule
 METRICS = ("violation_rate", "false_refusal_rate", "helpful_accuracy", "mean_reward", "kl")
 GOLD_SCORE = "helpful_accuracy - violation_rate - false_refusal_rate"
 
@@ -45,12 +46,12 @@ class Arm:
 
 
 def split_stages(cfg: CampaignConfig) -> int:
-    """Index of the first rule-dependent stage (the shared prefix is everything before it)."""
+    """Index of the first stage whose result depends on the combination rule (``Stage.uses_rule``):
+    the shared prefix is everything before it."""
     for i, stage in enumerate(cfg.stages):
-        if stage.kind in RULE_STAGES:
+        if get_stage(stage.kind).uses_rule:
             return i
-    raise AlignError(f"the campaign has no stage that uses the combination rule ({', '.join(RULE_STAGES)}): "
-                     "nothing to ablate")
+    raise AlignError("the campaign has no stage that uses the combination rule (such as rs): nothing to ablate")
 
 
 def arm_config(cfg: CampaignConfig, arm: Arm) -> CampaignConfig:
@@ -86,7 +87,7 @@ def _run_arm(cfg_json: str, arm_dir: str, threads: int) -> dict[str, Any]:
     hf_logging.disable_progress_bar()
     from align.campaign import run_campaign
 
-    cfg = CampaignConfig.model_validate_json(cfg_json)
+    cfg = parse_config(cfg_json)
     log_path = Path(arm_dir) / "log.txt"
     with open(log_path, "a", encoding="utf-8") as log:
         results = run_campaign(cfg, Path(arm_dir), log=lambda m: print(m, file=log, flush=True))
@@ -99,16 +100,6 @@ def arm_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
     return {"violation_rate": gold["violation_rate"], "false_refusal_rate": gold["false_refusal_rate"],
             "helpful_accuracy": gold["helpful_accuracy"],
             "mean_reward": metrics.get("greedy_reward", {}).get("policy"), "kl": metrics.get("kl_vs_sft")}
-
-
-def mean_ci(values: list[float]) -> tuple[float, float | None]:
-    """Mean and the half-width of its 95% Student-t interval (None for a single value)."""
-    from scipy.stats import t
-
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return m, None
-    return m, float(t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values)))
 
 
 def summarize(arms: dict[str, list[dict[str, float | None]]]) -> list[dict[str, Any]]:
@@ -187,15 +178,15 @@ def run_ablation(cfg: CampaignConfig, run_dir: Path, *, workers: int | None = No
 
     from jinja2 import Template
 
-    from align.campaign import run_campaign
+    from align.campaign import plan_rounds, run_campaign
 
     if cfg.ablation is None:
         raise AlignError("the config has no `ablation:` section (rules and seeds to compare)")
     first = split_stages(cfg)
     started = time.perf_counter()
-    from align.campaign import plan_rounds
-
-    shared = run_campaign(cfg, run_dir, until=plan_rounds(cfg)[first - 1].id, log=log) if first else []
+    # the shared rounds: reused from the run (the default campaign's, say), whose own config is kept
+    shared = run_campaign(cfg, run_dir, until=plan_rounds(cfg)[first - 1].id, log=log, keep_config=True) \
+        if first else []
     arms = [Arm(rule, seed) for rule in cfg.ablation.rules for seed in cfg.ablation.seeds]
     cores = os.cpu_count() or 1
     workers = min(len(arms), workers or cfg.ablation.workers or max(1, cores))
@@ -224,7 +215,8 @@ def run_ablation(cfg: CampaignConfig, run_dir: Path, *, workers: int | None = No
     if failures:
         raise AlignError("ablation arms failed:\n  " + "\n  ".join(failures))
     rows = summarize(results)
-    sft = next((r.metrics["gold"] for r in shared if r.id.split("-")[1] == "sft"), None)
+    kinds = {p.id: p.kind for p in plan_rounds(cfg)}
+    sft = next((r.metrics["gold"] for r in shared if kinds[r.id] == "sft" and "gold" in r.metrics), None)
     reference = {k: sft[k] for k in ("violation_rate", "false_refusal_rate", "helpful_accuracy")} if sft else None
     last = jobs[arms[-1].name].result()["metrics"]
     record = {"campaign": cfg.campaign, "shared_rounds": [r.id for r in shared],
@@ -233,6 +225,7 @@ def run_ablation(cfg: CampaignConfig, run_dir: Path, *, workers: int | None = No
               "seconds": round(time.perf_counter() - started, 1), "n": last["gold"]["n"], "gold_score": GOLD_SCORE,
               "reference_sft": reference, "rules": rows,
               "arms": {arm.name: arm_metrics(jobs[arm.name].result()["metrics"]) for arm in arms}}
+    (out / "campaign.yaml").write_text(config_to_yaml(cfg))
     (out / "report.json").write_text(json.dumps(record, indent=2) + "\n")
     _plot(rows, reference, out / "frontier.png")
     (out / "report.md").write_text(Template(REPORT).render(

@@ -1,9 +1,10 @@
 """Planning and running a campaign as versioned rounds (DESIGN.md section 4).
 
-``plan_rounds`` turns the config's ordered stages into rounds ``<NN>-<kind>[-<name>]`` with
-their parents and the slice of the config each depends on. ``run_campaign`` walks the plan
-make-style: a round whose config hash and input hashes (parents' output digests, data files)
-match a completed round is reused; any other is built, after its parents verify, atomically
+``plan_rounds`` (``align.stages``) turns the config's ordered stages into rounds ``<NN>-<kind>[-<name>]``,
+each with the parents its stage's rule picks and the files it reads. ``run_campaign`` walks the plan
+make-style: a completed round is reused when its inputs (its parents' output digests and its
+files' hashes) are the same and the config fields its stage read when it was built still hold the
+same values (``align.config_reads``); any other round is built, after its parents verify, atomically
 through the ``CampaignStore``. ``campaign_status`` reads it all back.
 """
 
@@ -17,29 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from align.config import CampaignConfig, config_to_yaml, load_config
+from align.config_reads import ConfigReads, current_slice
 from align.errors import AlignError
-from align.store import CampaignStore, RoundRecord, code_version, digest, library_versions, sha256_file, write_atomic
+from align.stages import PlanError, RoundPlan, StageContext, get_stage, plan_rounds, policy_kinds
+from align.store import (CampaignStore, Parents, Round, RoundRecord, code_version, digest, library_versions,
+                         sha256_file, write_atomic)
 
 Log = Callable[[str], None]
+
+__all__ = ["PlanError", "RoundPlan", "RoundResult", "campaign_status", "load_run", "plan_rounds", "round_diff",
+           "run_campaign", "verify_run"]
 
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-@dataclass(frozen=True)
-class RoundPlan:
-    """A round to have: its id, kind, parents and the config it depends on."""
-
-    id: str
-    kind: str
-    parents: tuple[str, ...]
-    config: dict[str, Any]
-    data_files: tuple[Path, ...] = ()
-
-    @property
-    def config_hash(self) -> str:
-        return digest(self.config)
 
 
 @dataclass(frozen=True)
@@ -52,71 +44,27 @@ class RoundResult:
     reused: bool
 
 
-def plan_rounds(cfg: CampaignConfig) -> list[RoundPlan]:
-    """The rounds of the campaign, in order (one per declared stage)."""
-    plans: list[RoundPlan] = []
-    latest: dict[str, str] = {}
-    rs_rounds: list[str] = []
-    prefs_rounds: list[str] = []
-    for i, stage in enumerate(cfg.stages):
-        round_id = f"{i:02d}-{stage.kind}" + (f"-{stage.name}" if stage.name else "")
-        base = {"kind": stage.kind, "seed": cfg.seed if stage.seed is None else stage.seed}
-        if stage.kind == "sandbox":
-            plan = RoundPlan(round_id, "sandbox", (), base | {"sandbox": cfg.sandbox.model_dump(mode="json")})
-        elif stage.kind == "sft":
-            data = () if cfg.sft.data == "sandbox" else (Path(cfg.sft.data),)
-            plan = RoundPlan(round_id, "sft", (latest["sandbox"],),
-                             base | {"model": cfg.model.model_dump(mode="json"), "sft": cfg.sft.model_dump(mode="json"),
-                                     "eval": cfg.eval.model_dump(mode="json")}, data)
-        elif stage.kind == "rm":
-            rm_cfg = getattr(cfg.reward, stage.name)
-            parents = ((latest["sandbox"],) if not rm_cfg.data else ()) + (
-                (latest["policy"],) if rm_cfg.init == "sft" else ()) + tuple(prefs_rounds)
-            files = () if rm_cfg.init == "sft" else tuple(sorted(Path(rm_cfg.init).glob("*.safetensors")))
-            for src in rm_cfg.data:  # the spec and the data file are inputs: a change rebuilds the round
-                files += (Path(src.spec),) + ((Path(src.path),) if src.path else ())
-            plan = RoundPlan(round_id, "rm", parents,
-                             base | {"axis": stage.name, "reward": rm_cfg.model_dump(mode="json"),
-                                     "model": {"dtype": cfg.model.dtype,
-                                               "trust_remote_code": cfg.model.trust_remote_code}}, files)
-        elif stage.kind == "rs":
-            prior = rs_rounds if cfg.rs.pool == "all_prior" else rs_rounds[-1:]
-            parents = tuple(dict.fromkeys((latest["sandbox"], latest["sft"], latest["rm:helpfulness"],
-                                           latest["rm:safety"], *prior)))
-            plan = RoundPlan(round_id, "rs", parents,
-                             base | {"rs": cfg.rs.model_dump(mode="json"), "combine": cfg.combine.model_dump(mode="json"),
-                                     "eval": cfg.eval.model_dump(mode="json"), "model": {"dtype": cfg.model.dtype}})
-            rs_rounds.append(round_id)
-        elif stage.kind == "prefs":
-            pc = cfg.prefs
-            rms = (latest.get("rm:helpfulness"), latest.get("rm:safety")) if pc.labeler == "reward_model" else ()
-            if None in rms:
-                raise AlignError(f"stages[{i}] (prefs): labeler reward_model needs both rm stages before it")
-            files = tuple(Path(f) for src in pc.data for f in (src.spec, src.path) if f)
-            plan = RoundPlan(round_id, "prefs", (latest["sandbox"], latest["policy"], *rms),  # type: ignore[arg-type]
-                             base | {"prefs": pc.model_dump(mode="json"),
-                                     "preferences": cfg.sandbox.preferences.model_dump(mode="json"),
-                                     "model": {"dtype": cfg.model.dtype}}, files)
-            prefs_rounds.append(round_id)
-        else:
-            plan = RoundPlan(round_id, "eval", (latest["sandbox"], latest["policy"]),
-                             base | {"eval": cfg.eval.model_dump(mode="json"),
-                                     "model": {"dtype": cfg.model.dtype}})
-        plans.append(plan)
-        latest[stage.kind] = round_id
-        latest[f"{stage.kind}:{stage.name}"] = round_id
-        if stage.kind in ("sft", "rs"):
-            latest["policy"] = round_id
-    return plans
-
-
 def _input_hashes(plan: RoundPlan, done: dict[str, RoundRecord]) -> dict[str, str]:
-    hashes = {f"round:{p}": done[p].manifest["outputs_digest"] for p in plan.parents}
-    for f in plan.data_files:
+    hashes = {f"round:{p.id}": done[p.id].manifest["outputs_digest"] for p in plan.parents}
+    for f in plan.inputs:
         if not f.is_file():
             raise AlignError(f"{f}: data file of round {plan.id} not found")
         hashes[f"file:{f}"] = sha256_file(f)
     return hashes
+
+
+def _config_now(record: RoundRecord, plan: RoundPlan, cfg: CampaignConfig) -> dict[str, Any] | None:
+    """The fields the round's stage read when it was built, with their values in ``cfg`` (None when
+    one no longer exists)."""
+    recorded = record.manifest.get("config", {})
+    values = current_slice(cfg, [p for p in recorded if p != "seed"])
+    return None if values is None else {"seed": plan.seed, **values}
+
+
+def _unchanged(record: RoundRecord, plan: RoundPlan, cfg: CampaignConfig, inputs: dict[str, str]) -> bool:
+    now = _config_now(record, plan, cfg)
+    return (now is not None and digest(now) == record.manifest.get("config_hash")
+            and record.manifest.get("input_hashes") == inputs)
 
 
 def _select(plans: list[RoundPlan], until: str | None) -> list[RoundPlan]:
@@ -128,11 +76,33 @@ def _select(plans: list[RoundPlan], until: str | None) -> list[RoundPlan]:
     raise AlignError(f"--until {until!r}: no such stage or round; planned: {', '.join(p.id for p in plans)}")
 
 
-def run_campaign(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None,
-                 log: Log = _stderr) -> list[RoundResult]:
-    """Run or resume the campaign in ``run_dir``; returns the rounds of the plan, in order."""
-    from align.stages import STAGE_RUNNERS, StageContext
+def _parents(plan: RoundPlan, done: dict[str, RoundRecord]) -> Parents:
+    return Parents(tuple(Round(p.id, p.kind, p.name, done[p.id].path) for p in plan.parents), policy_kinds())
 
+
+def _build(plan: RoundPlan, cfg: CampaignConfig, store: CampaignStore, done: dict[str, RoundRecord],
+           inputs: dict[str, str], log: Log) -> RoundRecord:
+    """Run the round's stage in a temporary folder and commit it with its manifest."""
+    started = time.time()
+    with store.build(plan.id) as tmp:
+        view = ConfigReads(cfg)
+        ctx = StageContext(cfg=view, spec=plan.spec, parents=_parents(plan, done),  # type: ignore[arg-type]
+                           out=Round(plan.id, plan.kind, plan.name, tmp), seed=plan.seed, run_dir=store.run_dir,
+                           log=log)
+        metrics = get_stage(plan.kind).run(ctx)
+        config = {"seed": plan.seed, **view.reads()}
+        ended = time.time()
+        manifest = {"id": plan.id, "kind": plan.kind, "name": plan.name, "parents": [p.id for p in plan.parents],
+                    "config": config, "config_hash": digest(config), "input_hashes": inputs, "seed": plan.seed,
+                    "campaign": cfg.campaign, "code_version": code_version(), "library_versions": library_versions(),
+                    "started": started, "ended": ended, "duration_s": round(ended - started, 3), "metrics": metrics}
+        return store.commit(plan.id, tmp, manifest)
+
+
+def run_campaign(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None, log: Log = _stderr,
+                 keep_config: bool = False) -> list[RoundResult]:
+    """Run or resume the campaign in ``run_dir``; returns the rounds of the plan, in order. The run's
+    ``campaign.yaml`` becomes ``cfg`` (``keep_config``: unless the run already has one)."""
     store = CampaignStore(run_dir)
     plans = _select(plan_rounds(cfg), until)
     for plan in plans:  # fail on a corrupted manifest before anything is written
@@ -140,36 +110,26 @@ def run_campaign(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None
     results: list[RoundResult] = []
     done: dict[str, RoundRecord] = {}
     with store.lock():
-        write_atomic(run_dir / "campaign.yaml", config_to_yaml(cfg))
+        if not (keep_config and (run_dir / "campaign.yaml").is_file()):
+            write_atomic(run_dir / "campaign.yaml", config_to_yaml(cfg))
         for plan in plans:
             inputs = _input_hashes(plan, done)
             existing = store.read(plan.id)
-            if (existing and existing.manifest.get("config_hash") == plan.config_hash
-                    and existing.manifest.get("input_hashes") == inputs):
+            if existing and _unchanged(existing, plan, cfg, inputs):
                 log(f"[{plan.id}] completed earlier: reused")
                 done[plan.id] = existing
                 results.append(RoundResult(plan.id, existing.path, existing.metrics, reused=True))
                 continue
             for parent in plan.parents:
-                problems = store.verify(parent)
+                problems = store.verify(parent.id)
                 if problems:
-                    raise AlignError(f"round {plan.id} cannot build on round {parent}, which fails verification:\n  "
-                                     + "\n  ".join(problems)
-                                     + f"\nrestore the files, or delete {store.rounds_dir / parent} to rebuild it")
+                    raise AlignError(f"round {plan.id} cannot build on round {parent.id}, which fails verification:\n"
+                                     "  " + "\n  ".join(problems)
+                                     + f"\nrestore the files, or delete {store.rounds_dir / parent.id} to rebuild it")
             log(f"[{plan.id}] running {plan.kind}" + (" (inputs or config changed)" if existing else ""))
-            started = time.time()
-            with store.build(plan.id) as tmp:
-                ctx = StageContext(run_dir=run_dir, round_id=plan.id, seed=plan.config["seed"], log=log)
-                metrics = STAGE_RUNNERS[plan.kind](cfg, {p: done[p].path for p in plan.parents}, tmp, ctx)
-                ended = time.time()
-                manifest = {"id": plan.id, "kind": plan.kind, "parents": list(plan.parents), "config": plan.config,
-                            "config_hash": plan.config_hash, "input_hashes": inputs, "seed": plan.config["seed"],
-                            "campaign": cfg.campaign, "code_version": code_version(),
-                            "library_versions": library_versions(), "started": started, "ended": ended,
-                            "duration_s": round(ended - started, 3), "metrics": metrics}
-                done[plan.id] = store.commit(plan.id, tmp, manifest)
-            log(f"[{plan.id}] done in {ended - started:.1f}s")
-            results.append(RoundResult(plan.id, done[plan.id].path, metrics, reused=False))
+            done[plan.id] = record = _build(plan, cfg, store, done, inputs, log)
+            log(f"[{plan.id}] done in {record.manifest['duration_s']:.1f}s")
+            results.append(RoundResult(plan.id, record.path, record.metrics, reused=False))
     return results
 
 
@@ -183,21 +143,31 @@ def load_run(run_dir: Path) -> tuple[CampaignConfig, CampaignStore]:
     return load_config(run_dir / "campaign.yaml"), CampaignStore(run_dir)
 
 
-def campaign_status(run_dir: Path) -> dict[str, Any]:
+def campaign_status(run_dir: Path, cfg: CampaignConfig | None = None) -> dict[str, Any]:
     """``{"campaign", "rounds": [{id, kind, status, parents, config_hash, metrics, duration_s}]}`` in
-    campaign order; status is ``completed``, ``stale`` (config changed since) or ``pending``."""
-    cfg, store = load_run(run_dir)
-    rounds = []
+    campaign order, for the run's own config or for ``cfg`` (what ``align run`` of it would do); status
+    is ``completed`` (would be reused), ``stale`` (a config field its stage read, an input or a parent
+    changed: it would be rebuilt) or ``pending``."""
+    run_cfg, store = load_run(run_dir)
+    cfg = cfg or run_cfg
+    rounds, done, fresh = [], {}, set()
     for plan in plan_rounds(cfg):
         record = store.read(plan.id)
-        if record is None:
-            status, metrics, duration = "pending", {}, None
-        else:
-            stale = record.manifest.get("config_hash") != plan.config_hash
-            status, metrics, duration = ("stale" if stale else "completed"), record.metrics, \
-                record.manifest.get("duration_s")
-        rounds.append({"id": plan.id, "kind": plan.kind, "status": status, "parents": list(plan.parents),
-                       "config_hash": plan.config_hash, "metrics": metrics, "duration_s": duration})
+        status, metrics, duration, config_hash = "pending", {}, None, None
+        if record is not None:
+            done[plan.id] = record
+            try:
+                current = all(p.id in fresh for p in plan.parents) and _unchanged(
+                    record, plan, cfg, _input_hashes(plan, done))
+            except AlignError:  # an input file is gone
+                current = False
+            status = "completed" if current else "stale"
+            metrics, duration, config_hash = record.metrics, record.manifest.get("duration_s"), \
+                record.manifest.get("config_hash")
+            if current:
+                fresh.add(plan.id)
+        rounds.append({"id": plan.id, "kind": plan.kind, "status": status, "parents": [p.id for p in plan.parents],
+                       "config_hash": config_hash, "metrics": metrics, "duration_s": duration})
     return {"campaign": cfg.campaign, "rounds": rounds}
 
 
@@ -208,7 +178,8 @@ def verify_run(run_dir: Path) -> dict[str, list[str]]:
 
 
 def round_diff(run_dir: Path, a: str, b: str) -> dict[str, dict[str, tuple[Any, Any]]]:
-    """Config and metric keys whose values differ between rounds ``a`` and ``b``."""
+    """What differs between rounds ``a`` and ``b``: the round (kind, name, parents, seed), the config
+    fields their stages read, and their metrics."""
     _, store = load_run(run_dir)
     records = []
     for rid in (a, b):
@@ -217,8 +188,9 @@ def round_diff(run_dir: Path, a: str, b: str) -> dict[str, dict[str, tuple[Any, 
             raise AlignError(f"{run_dir}: no completed round {rid!r}; rounds: {', '.join(store.round_ids())}")
         records.append(record)
     out = {}
-    for section in ("config", "metrics"):
-        fa, fb = _flatten(records[0].manifest.get(section, {})), _flatten(records[1].manifest.get(section, {}))
+    rounds = [{k: r.manifest.get(k) for k in ("kind", "name", "parents", "seed")} for r in records]
+    for section in ("round", "config", "metrics"):
+        fa, fb = (_flatten(rounds[i] if section == "round" else records[i].manifest.get(section, {})) for i in (0, 1))
         out[section] = {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
     return out
 

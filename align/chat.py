@@ -2,11 +2,15 @@
 
 The prompt is rendered with ``add_generation_prompt`` and the answer is tokenized on its own
 and closed with EOS, so the boundary between the two is exact and the same in SFT, sampling
-and reward scoring.
+and reward scoring. ``pad`` makes a batch of them: left-padded for generation (every answer
+starts at the same column), right-padded for training and scoring.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 from transformers import PreTrainedTokenizerBase
 
 
@@ -19,3 +23,15 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
 def answer_ids(tokenizer: PreTrainedTokenizerBase, answer: str) -> list[int]:
     """Token ids of an answer, ending with EOS."""
     return tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
+def pad(rows: Sequence[Sequence[int]], pad_id: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, T)`` token ids padded with ``pad_id`` on the left or the right, and the attention mask
+    (1 on real tokens)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        span = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, span], mask[i, span] = torch.tensor(list(r), dtype=torch.long), 1
+    return ids, mask

@@ -161,6 +161,13 @@ def ablate(config: ConfigArg,
     typer.echo(f"report: {run_dir / 'ablation' / 'report.md'}")
 
 
+def _run_config(run: Optional[Path]):
+    """The resolved config of a run directory, or None without one."""
+    from align.campaign import load_run
+
+    return load_run(run)[0] if run is not None else None
+
+
 def _rm_paths(run: Optional[Path], helpfulness_rm: Optional[Path], safety_rm: Optional[Path]) -> tuple[Path, Path]:
     from align.scoring import latest_rm
 
@@ -170,10 +177,10 @@ def _rm_paths(run: Optional[Path], helpfulness_rm: Optional[Path], safety_rm: Op
             safety_rm or latest_rm(run, "safety"))  # type: ignore[arg-type]
 
 
-def _combine(run: Optional[Path], rule: Optional[str], params: Optional[list[str]]):
-    from align.config import CombineConfig, load_config
+def _combine(cfg, rule: Optional[str], params: Optional[list[str]]):
+    from align.combine.config import CombineConfig
 
-    base = load_config(run / "campaign.yaml").combine if run and (run / "campaign.yaml").is_file() else CombineConfig()
+    base = cfg.combine if cfg is not None else CombineConfig()
     parsed = {}
     for item in params or []:
         key, sep, value = item.partition("=")
@@ -202,14 +209,16 @@ def score(data: Annotated[Path, typer.Argument(help="JSONL of {prompt, response,
                                                                   "threshold=0.2 (repeatable)")] = None) -> None:
     """Score prompt/response pairs with both reward models and a rule: R_h, R_s, the gate's branch,
     the combined value and the whitened-logit reward."""
+    from align.config import ModelConfig
     from align.records import write_jsonl
-    from align.rejection import RewardModels
-    from align.scoring import read_scoring_rows, score_rows
+    from align.scoring import load_reward_models, read_scoring_rows, score_rows
 
-    combine = _combine(run, rule, param)
+    cfg = _run_config(run)
+    combine = _combine(cfg, rule, param)
     rows = read_scoring_rows(data)
     h, s = _rm_paths(run, helpfulness_rm, safety_rm)
-    scored = score_rows(rows, RewardModels.load(h, s), combine)
+    rms = load_reward_models(h, s, cfg.reward if cfg else None, cfg.model if cfg else ModelConfig())
+    scored = score_rows(rows, rms, combine)
     write_jsonl(out, scored)
     branches = {b: sum(r.get("branch") == b for r in scored) for b in ("safety_tag", "safety_low", "helpfulness")}
     typer.echo(f"scored {len(scored)} rows with {combine.rule} -> {out}"
@@ -229,25 +238,30 @@ def calibrate_gate_(run: Annotated[Optional[Path], typer.Option(help="run whose 
                     as_json: Annotated[bool, typer.Option("--json", help="print the record as JSON")] = False) -> None:
     """Sweep the gate's threshold t: precision and recall of R_s < t as a detector of unsafe responses,
     and the threshold with the best recall at the target precision."""
-    from align.scoring import calibrate_gate, labelled_from_jsonl, labelled_from_pairs, latest_rm
+    from align.config import ModelConfig
+    from align.reward.client import RewardModel
+    from align.reward.config import RewardModelConfig
+    from align.sandbox.build import read_preferences
+    from align.scoring import calibrate_gate, labelled_from_jsonl, labelled_from_pairs, latest_rm, latest_world
 
     if safety_rm is None and run is None:
         raise AlignError("give --run RUN_DIR or --safety-rm")
-    rm = safety_rm or latest_rm(run, "safety")  # type: ignore[arg-type]
+    cfg = _run_config(run)
+    rm_path = safety_rm or latest_rm(run, "safety")  # type: ignore[arg-type]
     if data is not None:
         prompts, responses, unsafe = labelled_from_jsonl(data)
     elif run is not None:
-        worlds = sorted((run / "rounds").glob("*-sandbox"))
-        if not worlds:
-            raise AlignError(f"{run}: no sandbox round with labelled safety pairs; pass --data")
-        prompts, responses, unsafe = labelled_from_pairs(worlds[-1] / "prefs_safety_eval.jsonl")
+        prompts, responses, unsafe = labelled_from_pairs(read_preferences(latest_world(run), "safety", "eval"))
     else:
         raise AlignError("give --data (labelled responses) or --run (the sandbox's safety test pairs)")
-    record = calibrate_gate(rm, prompts, responses, unsafe, target_precision=target_precision)
+    rm = RewardModel.load(rm_path, cfg.reward.safety if cfg else RewardModelConfig(),
+                          cfg.model if cfg else ModelConfig())
+    record = {"safety_rm": str(rm_path), **calibrate_gate(rm, prompts, responses, unsafe,
+                                                           target_precision=target_precision)}
     if as_json:
         typer.echo(json.dumps(record, indent=2))
         return
-    typer.echo(f"safety RM {rm}: {record['responses']} labelled responses, {record['unsafe']} unsafe")
+    typer.echo(f"safety RM {rm_path}: {record['responses']} labelled responses, {record['unsafe']} unsafe")
     typer.echo(f"{'t':>6} {'flagged':>8} {'precision':>9} {'recall':>7}")
     for r in record["sweep"]:
         precision = "-" if r["precision"] is None else f"{r['precision']:.3f}"
@@ -259,22 +273,29 @@ def calibrate_gate_(run: Annotated[Optional[Path], typer.Option(help="run whose 
 
 @app.command("eval")
 @_user_errors
-def eval_(run_dir: Annotated[Path, typer.Argument(help="a run directory holding rounds/00-sandbox")],
-          round_: Annotated[str, typer.Option("--round", help="round whose model/ to evaluate")] = "01-sft",
+def eval_(run_dir: Annotated[Path, typer.Argument(help="a run directory with a completed sandbox round")],
+          round_: Annotated[str, typer.Option("--round", help="policy round whose model to evaluate")] = "01-sft",
           model: Annotated[Optional[Path], typer.Option(help="evaluate this local checkpoint instead")] = None,
           as_json: Annotated[bool, typer.Option("--json", help="print the full metrics as JSON")] = False,
           set_: SetOpt = None) -> None:
     """Gold-evaluate a round's model, or any local checkpoint, on the run's held-out sandbox prompts."""
     from align.campaign import load_run
     from align.config import load_config
-    from align.stages import evaluate_checkpoint
+    from align.evaluation.policy import evaluate_checkpoint
+    from align.evaluation.suites import sandbox_heldout
+    from align.scoring import latest_world
 
-    load_run(run_dir)
+    _, store = load_run(run_dir)
     cfg = load_config(run_dir / "campaign.yaml", set_)
-    world = next((p for p in sorted((run_dir / "rounds").glob("*-sandbox*")) if (p / "world.json").is_file()), None)
-    if world is None:
-        raise AlignError(f"{run_dir}: no completed sandbox round to evaluate on")
-    gold = evaluate_checkpoint(model or run_dir / "rounds" / round_ / "model", world, cfg)
+    if model is None:
+        record = store.read(round_)
+        if record is None:
+            raise AlignError(f"--round {round_}: no completed round of that id in {run_dir}; rounds: "
+                             f"{', '.join(store.round_ids()) or 'none'}")
+        model = record.round.model
+        if not model.is_dir():
+            raise AlignError(f"--round {round_}: a {record.round.kind} round holds no policy model to evaluate")
+    gold = evaluate_checkpoint(model, sandbox_heldout(latest_world(run_dir)), cfg.eval, cfg.model, seed=cfg.seed)
     typer.echo(json.dumps(gold, indent=2) if as_json else _gold_line(gold))
 
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from align.config import Strict
 from align.errors import AlignError
 from align.records import RATINGS, PreferencePair, Prompt, from_dict
 
@@ -218,3 +219,11 @@ def _load(spec: DataSpec, path: Path | None, parse) -> tuple[list, LoadReport]:
     if not out:
         raise AlignError(f"{where}: no usable rows (spec {spec.name!r})")
     return out, report
+
+
+class PairSource(Strict):
+    """Preference pairs read through a data spec (``data_specs/*.yaml``) from a local file or the hub."""
+
+    spec: str = Field(description="path of the data spec YAML (its axis says which model the pairs train)")
+    path: str | None = Field(None, description="local data file; omit only when the spec names a hub dataset")
+    limit: int | None = Field(None, ge=1, description="read at most this many pairs (after the shuffle)")

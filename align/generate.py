@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from align.chat import prompt_ids
+from align.chat import answer_ids, pad, prompt_ids
 from align.errors import AlignError
+from align.records import distinct
 
 
 @dataclass(frozen=True)
@@ -38,24 +39,14 @@ def sample_completions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
                        temperature: float, top_p: float, max_new_tokens: int, batch_size: int,
                        seed: int) -> list[Completion]:
     """One answer per prompt, in the order of ``prompts``. ``temperature == 0`` is greedy."""
-    torch.manual_seed(seed)
-    model.eval()
-    device = next(model.parameters()).device
-    ids = [prompt_ids(tokenizer, p) for p in prompts]
+    device, ids = _start(model, tokenizer, prompts, seed)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    gen = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
-        top_p=top_p if temperature > 0 else None, top_k=None, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    gen = _generation_config(tokenizer, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
     out: list[Completion | None] = [None] * len(ids)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        width = max(len(ids[i]) for i in idx)
-        input_ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):  # left padding: the answer starts at the same column
-            input_ids[row, width - len(ids[i]):] = torch.tensor(ids[i])
-            mask[row, width - len(ids[i]):] = 1
+        input_ids, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id, left=True)
+        width = input_ids.shape[1]
         seqs = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), generation_config=gen)
         for row, i in enumerate(idx):
             new = seqs[row, width:].tolist()
@@ -83,13 +74,21 @@ class Sample:
         return math.fsum(self.logprobs)
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):], mask[i, width - len(r):] = torch.tensor(list(r)), 1
-    return ids, mask
+def _start(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+           seed: int) -> tuple[torch.device, list[list[int]]]:
+    """Seed the sampler and put the model in eval mode; the model's device and each prompt's ids."""
+    torch.manual_seed(seed)
+    model.eval()
+    return next(model.parameters()).device, [prompt_ids(tokenizer, p) for p in prompts]
+
+
+def _generation_config(tokenizer: PreTrainedTokenizerBase, *, temperature: float, top_p: float, max_new_tokens: int,
+                       **extra: bool) -> GenerationConfig:
+    """Sampling at ``temperature`` with nucleus ``top_p`` (greedy at 0), no top-k, stopping at EOS."""
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
+        top_p=top_p if temperature > 0 else None, top_k=None, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id, **extra)
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
@@ -111,10 +110,7 @@ def sample_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
         raise AlignError(f"k must be at least 1, got {k}")
     if not prompts:
         raise AlignError("the prompt set is empty")
-    torch.manual_seed(seed)
-    model.eval()
-    device = next(model.parameters()).device
-    ids = [prompt_ids(tokenizer, p) for p in prompts]
+    device, ids = _start(model, tokenizer, prompts, seed)
     if max_prompt_tokens is not None:
         long = [i for i, row in enumerate(ids) if len(row) > max_prompt_tokens]
         if long and long_prompts == "error":
@@ -128,24 +124,21 @@ def sample_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
             for i in long:
                 ids[i] = ids[i][-max_prompt_tokens:]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    gen = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
-        top_p=top_p if temperature > 0 else None, top_k=None, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id, output_logits=True,
-        return_dict_in_generate=True)
+    gen = _generation_config(tokenizer, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                             output_logits=True, return_dict_in_generate=True)
     out: list[list[Sample]] = [[] for _ in ids]
     eos = tokenizer.eos_token_id
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        input_ids, mask = _left_pad([ids[i] for i in idx], tokenizer.pad_token_id)
+        input_ids, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id, left=True)
         input_ids, mask = input_ids.to(device), mask.to(device)
         cache = DynamicCache(config=model.config)
         if input_ids.shape[1] > 1:  # the prompt's forward pass, once: all but the last token
             model(input_ids=input_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=_positions(mask[:, :-1]),
-                  past_key_values=cache, use_cache=True)
+                  cache=cache, use_cache=True)
             cache.batch_repeat_interleave(k)
         result = model.generate(input_ids=input_ids.repeat_interleave(k, 0), attention_mask=mask.repeat_interleave(
-            k, 0), past_key_values=cache, generation_config=gen)
+            k, 0), cache=cache, generation_config=gen)
         width = input_ids.shape[1]
         logprobs = torch.stack(result.logits, 1).float().log_softmax(-1)  # (B*k, T, V)
         new = result.sequences[:, width:]
@@ -176,7 +169,7 @@ def sequence_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         idx = [i for i in order[start:start + batch_size] if rows[i][1]]
         if not idx:
             continue
-        input_ids, mask = _left_pad([rows[i][0] + rows[i][1] for i in idx], tokenizer.pad_token_id)
+        input_ids, mask = pad([rows[i][0] + rows[i][1] for i in idx], tokenizer.pad_token_id, left=True)
         logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                        position_ids=_positions(mask).to(device)).logits.float()
         lp = logits[:, :-1].log_softmax(-1).gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
@@ -184,3 +177,13 @@ def sequence_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
             n = len(rows[i][1])
             out[i] = lp[row, -n:].tolist()
     return out
+
+
+def reference_logprobs(reference: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                       responses: Sequence[str], *, batch_size: int) -> list[float]:
+    """``log pi_ref(y | x)`` of each response (its tokens and EOS, by teacher forcing from the text);
+    a (prompt, response) that repeats is computed once."""
+    first, where = distinct(list(zip(prompts, responses)))
+    answers = [answer_ids(tokenizer, responses[i]) for i in first]
+    logprobs = sequence_logprobs(reference, tokenizer, [prompts[i] for i in first], answers, batch_size=batch_size)
+    return [math.fsum(logprobs[j]) for j in where]

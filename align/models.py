@@ -68,15 +68,33 @@ def with_lora(model: PreTrainedModel, lora: LoraSettings) -> PeftModel:
         raise AlignError(f"lora.target_modules {lora.target_modules}: {e}") from None
 
 
-def save_model(model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizerBase, out: Path, *,
-               merge: bool = True) -> None:
-    """Save as safetensors: a LoRA model saves its adapter in ``adapter/`` and, with ``merge``,
-    the merged weights in ``model/``; a plain model saves to ``model/``."""
+def build_policy(cfg: ModelConfig, *, tokenizer_dir: Path | None, seed: int) -> tuple[PreTrainedModel,
+                                                                                    PreTrainedTokenizerBase]:
+    """The policy to fine-tune and its tokenizer: the local checkpoint ``cfg.path``, or (``path: null``)
+    the sandbox's tiny Llama, created from scratch with the world's tokenizer and seeded with ``seed``."""
+    if cfg.path:
+        return load_causal_lm(cfg.path, cfg), load_tokenizer(cfg.path, trust_remote_code=cfg.trust_remote_code)
+    if tokenizer_dir is None:
+        raise AlignError("model.path is null (the sandbox's tiny Llama) but there is no sandbox world to take "
+                         "its tokenizer from")
+    from align.sandbox.model import tiny_llama
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    model = tiny_llama(tokenizer, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+                       intermediate_size=cfg.intermediate_size, max_position_embeddings=cfg.max_position_embeddings,
+                       seed=seed)
+    return model, tokenizer
+
+
+def save_model(model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizerBase, model_dir: Path, *,
+               adapter_dir: Path, merge: bool = True) -> None:
+    """Save as safetensors: a LoRA model saves its adapter in ``adapter_dir`` and, with ``merge``, the
+    merged weights in ``model_dir``; a plain model saves to ``model_dir``."""
     if isinstance(model, PeftModel):
-        model.save_pretrained(out / "adapter")
-        tokenizer.save_pretrained(out / "adapter")
+        model.save_pretrained(adapter_dir)
+        tokenizer.save_pretrained(adapter_dir)
         if not merge:
             return
         model = model.merge_and_unload()
-    model.save_pretrained(out / "model")
-    tokenizer.save_pretrained(out / "model")
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +18,7 @@ from align.errors import AlignError
 
 # Prompt families of the sandbox (DESIGN.md section 3); real prompt sets use "benign" and "harmful".
 FAMILIES = ("benign", "borderline", "harmful", "hidden_harmful")
+HARMFUL_FAMILIES = ("harmful", "hidden_harmful")  # requests a safe response declines
 RATINGS = ("significantly_better", "better", "slightly_better", "negligibly_better")
 SAFETY_BINS = ("safe_vs_unsafe", "both_safe", "both_unsafe")
 
@@ -42,7 +43,7 @@ class Prompt:
 
     @property
     def is_harmful(self) -> bool:
-        return self.family in ("harmful", "hidden_harmful")
+        return self.family in HARMFUL_FAMILIES
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,19 @@ def read_records(path: Path, cls: type[Record]) -> list[Record]:
     return out
 
 
+def distinct(keys: Sequence[Any]) -> tuple[list[int], list[int]]:
+    """``(first, where)``: the index of each distinct key's first occurrence, and for every key the
+    position of its key in ``first`` (the K samples of a sharp policy repeat: each is scored once)."""
+    seen: dict[Any, int] = {}
+    first, where = [], []
+    for i, key in enumerate(keys):
+        if key not in seen:
+            seen[key] = len(first)
+            first.append(i)
+        where.append(seen[key])
+    return first, where
+
+
 def content_hash(records: Iterable[Any]) -> str:
     """sha256 over the canonical JSON of the records: the identity of a dataset."""
     h = hashlib.sha256()
@@ -143,6 +157,6 @@ def content_hash(records: Iterable[Any]) -> str:
 
 
 __all__ = [
-    "FAMILIES", "RATINGS", "SAFETY_BINS", "Prompt", "Demonstration", "PreferencePair",
-    "write_jsonl", "iter_jsonl", "read_records", "content_hash", "to_dict", "from_dict",
+    "FAMILIES", "HARMFUL_FAMILIES", "RATINGS", "SAFETY_BINS", "Prompt", "Demonstration", "PreferencePair",
+    "write_jsonl", "iter_jsonl", "read_records", "content_hash", "distinct", "to_dict", "from_dict",
 ]

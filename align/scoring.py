@@ -10,30 +10,46 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from align.combine import calibrate_threshold
-from align.config import CombineConfig, ModelConfig
+from align.combine.config import CombineConfig
+from align.config import ModelConfig
 from align.errors import AlignError
-from align.records import PreferencePair, Prompt, iter_jsonl, read_records
-from align.rejection import RewardModels, score_responses
+from align.records import PreferencePair, Prompt, iter_jsonl
+from align.reward.client import RewardModel, RewardModels, score_responses
+from align.reward.config import RewardModelConfig
+from align.store import CampaignStore
 
 
 def latest_rm(run_dir: Path, axis: str) -> Path:
-    """``rm/`` of the run's newest completed reward-model round of ``axis``."""
-    rounds = sorted(p for p in (run_dir / "rounds").glob(f"*-rm-{axis}") if (p / "manifest.json").is_file())
-    if not rounds:
+    """The reward model of the run's newest completed rm round of ``axis``."""
+    record = CampaignStore(run_dir).latest("rm", axis)
+    if record is None:
         raise AlignError(f"{run_dir}: no completed rm round for {axis} (pass the model folder explicitly)")
-    return rounds[-1] / "rm"
+    return record.round.reward_model
+
+
+def latest_world(run_dir: Path) -> Path:
+    """The folder of the run's newest completed sandbox round."""
+    record = CampaignStore(run_dir).latest("sandbox")
+    if record is None:
+        raise AlignError(f"{run_dir}: no completed sandbox round")
+    return record.path
+
+
+def _texts(row: dict[str, Any], path: Path, lineno: int) -> tuple[str, str]:
+    """The row's prompt and response; a missing text field is named with its line."""
+    for key in ("prompt", "response"):
+        if not isinstance(row.get(key), str):
+            raise AlignError(f"{path}:{lineno}: missing text field {key!r}")
+    return row["prompt"], row["response"]
 
 
 def read_scoring_rows(path: Path) -> list[dict[str, Any]]:
     """Rows ``{prompt, response, is_safety?}``; a missing or empty field is named with its line."""
     rows = []
     for lineno, row in iter_jsonl(path):
-        for key in ("prompt", "response"):
-            if not isinstance(row.get(key), str):
-                raise AlignError(f"{path}:{lineno}: missing text field {key!r}")
+        _texts(row, path, lineno)
         if not row["prompt"].strip():
             raise AlignError(f"{path}:{lineno}: empty prompt")
         if "is_safety" in row and not isinstance(row["is_safety"], bool):
@@ -58,10 +74,10 @@ def score_rows(rows: Sequence[dict[str, Any]], rms: RewardModels, combine: Combi
     return out
 
 
-def labelled_from_pairs(path: Path) -> tuple[list[str], list[str], list[bool]]:
-    """(prompts, responses, unsafe) of every safety-labelled response in a preference-pair file."""
+def labelled_from_pairs(pairs: Sequence[PreferencePair]) -> tuple[list[str], list[str], list[bool]]:
+    """(prompts, responses, unsafe) of every safety-labelled response among preference pairs."""
     prompts, responses, unsafe = [], [], []
-    for p in read_records(path, PreferencePair):
+    for p in pairs:
         for text, safe in ((p.chosen, p.chosen_safe), (p.rejected, p.rejected_safe)):
             if safe is not None:
                 prompts.append(p.prompt.text)
@@ -74,26 +90,28 @@ def labelled_from_jsonl(path: Path) -> tuple[list[str], list[str], list[bool]]:
     """(prompts, responses, unsafe) from rows ``{prompt, response, safe}``."""
     prompts, responses, unsafe = [], [], []
     for lineno, row in iter_jsonl(path):
-        for key in ("prompt", "response"):
-            if not isinstance(row.get(key), str):
-                raise AlignError(f"{path}:{lineno}: missing text field {key!r}")
+        prompt, response = _texts(row, path, lineno)
         if not isinstance(row.get("safe"), bool):
             raise AlignError(f"{path}:{lineno}: 'safe' must be true or false")
-        prompts.append(row["prompt"])
-        responses.append(row["response"])
+        prompts.append(prompt)
+        responses.append(response)
         unsafe.append(not row["safe"])
     return prompts, responses, unsafe
 
 
-def calibrate_gate(safety_rm: Path, prompts: Sequence[str], responses: Sequence[str], unsafe: Sequence[bool], *,
-                   target_precision: float, model_cfg: ModelConfig | None = None,
-                   max_seq_len: int = 128) -> dict[str, Any]:
+def load_reward_models(helpfulness: Path, safety: Path, reward_cfg: Any | None,
+                       model_cfg: ModelConfig) -> RewardModels:
+    """Both reward models, reading as the run's ``reward:`` section says (the defaults without a run)."""
+    return RewardModels(*(RewardModel.load(path, getattr(reward_cfg, axis) if reward_cfg else RewardModelConfig(),
+                                           model_cfg) for axis, path in (("helpfulness", helpfulness),
+                                                                        ("safety", safety))))
+
+
+def calibrate_gate(safety_rm: RewardModel, prompts: Sequence[str], responses: Sequence[str], unsafe: Sequence[bool],
+                   *, target_precision: float) -> dict[str, Any]:
     """Sweep ``t`` for ``R_s < t`` as a detector of unsafe responses; pick the best recall at the
     target precision."""
-    from align.reward.train import load_reward_model, score
-
-    model, tok = load_reward_model(safety_rm, model_cfg)
-    r_s = torch.sigmoid(torch.as_tensor(score(model, tok, prompts, responses, max_seq_len=max_seq_len))).tolist()
+    r_s = safety_rm.probabilities(prompts, responses).tolist()
     threshold, sweep = calibrate_threshold(r_s, unsafe, target_precision=target_precision)
-    return {"safety_rm": str(safety_rm), "responses": len(r_s), "unsafe": int(sum(unsafe)),
+    return {"responses": len(r_s), "unsafe": int(sum(unsafe)),
             "target_precision": target_precision, "threshold": threshold, "sweep": sweep}

@@ -1,40 +1,44 @@
-"""Supervised fine-tuning with the loss on answer tokens only (Llama 2 section 3.1).
+"""Fine-tuning on (prompt, answer) pairs with the loss on answer tokens only (Llama 2 section 3.1).
 
-Reads (prompt, answer) pairs (the sandbox's demonstrations or a JSONL of ``{prompt, response}``
-rows), builds the policy (the sandbox's tiny Llama from scratch, or a local checkpoint, with an
-optional LoRA adapter), trains with AdamW and a cosine schedule through ``accelerate``, and saves
-``model/`` (and ``adapter/`` with LoRA) as safetensors with ``metrics.jsonl`` of step metrics.
-
-Steps per batch: 1. forward on prompt + answer; 2. ``answer_only_loss`` (prompt positions
-ignored); 3. backward, clip, optimizer and scheduler step; 4. log.
+What the SFT stage and the rejection-sampling fine-tune share: ``answer_only_loss`` (prompt and
+padding positions carry no loss), the examples it reads, and ``finetune``, which runs the one
+training loop (``align.training``) with it. Each micro-batch: forward on prompt + answer, then the
+mean next-token cross-entropy over the answer's positions.
 """
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate.utils import set_seed
-from tqdm.auto import tqdm
+from pydantic import Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from align.chat import answer_ids, prompt_ids
-from align.config import SFTConfig, TrackingConfig
+from align.chat import answer_ids, pad, prompt_ids
+from align.config import TrackingConfig, TrainingConfig
 from align.errors import AlignError
 from align.records import iter_jsonl
-from align.training import StepLog, adamw_cosine, length_grouped_batches, make_accelerator
+from align.training import train
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (prompt and padding)
 
 
+class FinetuneConfig(TrainingConfig):
+    """Fine-tuning with the loss on answer tokens only: the knobs SFT and rejection sampling share.
+    The paper: lr 2e-5 cosine, weight decay 0.1, batch 64, 2 epochs, for pretrained 7B-70B models; a
+    model trained from scratch (the sandbox) needs more epochs and a far larger lr."""
+
+    epochs: float = Field(5.0, gt=0, description="passes over the examples (the paper: 2)")
+    lr: float = Field(3e-3, gt=0, description="peak learning rate (the paper: 2e-5 for pretrained models)")
+
+
 @dataclass(frozen=True)
-class SFTResult:
-    """What an SFT run reports: step count, losses, throughput, skipped examples."""
+class FinetuneResult:
+    """What a fine-tuning run reports: step count, losses, throughput, skipped examples."""
 
     steps: int
     first_loss: float
@@ -43,6 +47,12 @@ class SFTResult:
     tokens_per_second: float
     examples: int
     skipped_long_prompts: int
+
+    def summary(self) -> dict[str, float | int]:
+        """The run as the round's ``metrics`` record it."""
+        return {"steps": self.steps, "first_loss": round(self.first_loss, 4), "final_loss": round(self.final_loss, 4),
+                "train_seconds": round(self.train_seconds, 2), "tokens_per_second": round(self.tokens_per_second, 1),
+                "examples": self.examples, "skipped_long_prompts": self.skipped_long_prompts}
 
 
 # ------------------------------------------------------------------------------ formula ---
@@ -94,71 +104,46 @@ def build_examples(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str
 
 def collate(examples: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch; padding gets attention 0 and label IGNORE_INDEX."""
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, e in enumerate(examples):
-        n = len(e["input_ids"])
-        ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(e["input_ids"]), torch.tensor(e["labels"]), 1
+    ids, mask = pad([e["input_ids"] for e in examples], pad_id, left=False)
+    labels, _ = pad([e["labels"] for e in examples], IGNORE_INDEX, left=False)
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-# -------------------------------------------------------------------------------- stage ---
-def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]],
-              cfg: SFTConfig, *, seed: int, metrics_path: Path | None = None,
-              tracking: TrackingConfig | None = None, tracking_dir: Path | None = None) -> SFTResult:
-    """Fine-tune ``model`` in place on ``pairs`` with answer-only loss; returns an SFTResult.
+# ---------------------------------------------------------------------------- training ---
+class AnswerOnlyObjective:
+    """``answer_only_loss`` of a micro-batch; logs ``losses/sft`` and the token throughput."""
+
+    name = "sft"
+
+    def __init__(self) -> None:
+        self.tokens = 0
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss = answer_only_loss(logits, batch["labels"])
+        self.tokens += int(batch["attention_mask"].sum())
+        return loss, {"losses/sft": loss.item()}
+
+    def charts(self, elapsed: float) -> dict[str, float]:
+        return {"charts/tokens_per_s": round(self.tokens / elapsed, 1)}
+
+
+def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]],
+             cfg: FinetuneConfig, *, seed: int, metrics_path: Path | None = None,
+             tracking: TrackingConfig | None = None, tracking_dir: Path | None = None) -> FinetuneResult:
+    """Fine-tune ``model`` in place on ``pairs`` with the answer-only loss; returns a FinetuneResult.
 
     Step metrics go to ``metrics_path`` (JSONL) and, when ``tracking`` names one, to an
     accelerate tracker under ``tracking_dir``.
     """
-    set_seed(seed)
     examples, skipped = build_examples(tokenizer, pairs, max_seq_len=cfg.max_seq_len)
     if not examples:
-        raise AlignError(f"no SFT example fits sft.max_seq_len={cfg.max_seq_len}")
-    rng = random.Random(f"sft:{seed}")
-    lengths = [len(e["input_ids"]) for e in examples]
-    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-
-    accelerator = make_accelerator(tracking, tracking_dir)
-    log = StepLog(accelerator, metrics_path, project=tracking.project if tracking else None, config=cfg.model_dump())
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer, scheduler = adamw_cosine(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                        warmup_steps=int(cfg.warmup_ratio * total), total_steps=total,
-                                        min_lr_ratio=cfg.min_lr_ratio)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    model.train()
-
-    losses: list[float] = []
-    tokens = 0
-    batches: list[list[int]] = []
-    bar = tqdm(range(total), desc="sft", disable=None)
-    for step in bar:
-        if not batches:
-            batches = length_grouped_batches(lengths, cfg.batch_size, rng)
-        batch = {k: v.to(accelerator.device) for k, v in
-                 collate([examples[i] for i in batches.pop()], tokenizer.pad_token_id).items()}
-        # 1. forward  2. answer-only loss
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = answer_only_loss(logits, batch["labels"])
-        # 3. update
-        accelerator.backward(loss)
-        grad_norm = accelerator.clip_grad_norm_(trainable, cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        # 4. log
-        losses.append(loss.item())
-        tokens += int(batch["attention_mask"].sum())
-        if step % cfg.log_every == 0 or step == total - 1:
-            log.write(step + 1, {"epoch": round((step + 1) / steps_per_epoch, 4), "losses/sft": round(losses[-1], 5),
-                                 "charts/lr": scheduler.get_last_lr()[0], "charts/grad_norm": round(float(grad_norm), 4),
-                                 "charts/tokens_per_s": round(tokens / log.elapsed, 1)})
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    log.close()
-    elapsed = log.elapsed
-    tail = losses[-max(1, len(losses) // 10):]
-    return SFTResult(steps=total, first_loss=losses[0], final_loss=sum(tail) / len(tail), train_seconds=elapsed,
-                     tokens_per_second=tokens / elapsed, examples=len(examples), skipped_long_prompts=skipped)
+        raise AlignError(f"no fine-tuning example fits max_seq_len={cfg.max_seq_len}")
+    objective = AnswerOnlyObjective()
+    result = train(model, examples, partial(collate, pad_id=tokenizer.pad_token_id), objective, cfg,
+                   lengths=[len(e["input_ids"]) for e in examples], seed=seed, stream="sft",
+                   warmup_steps=lambda total: int(cfg.warmup_ratio * total), metrics_path=metrics_path,
+                   tracking=tracking, tracking_dir=tracking_dir)
+    return FinetuneResult(steps=result.steps, first_loss=result.first_loss, final_loss=result.final_loss,
+                          train_seconds=result.seconds, tokens_per_second=objective.tokens / result.seconds,
+                          examples=len(examples), skipped_long_prompts=skipped)

@@ -4,6 +4,10 @@ DESIGN.md section 4. A round is built in ``rounds/.tmp-<id>-<pid>/``; its files 
 synced, ``manifest.json`` is written last, and the folder is renamed into place. A killed run
 leaves at most a temporary folder, which the next run removes under the lock. A completed round
 is never modified: when a round must be rebuilt, the old one is moved to ``rounds/.superseded/``.
+
+This module is the only code that knows the layout: round ids (``round_id``), folder names, and
+the names of the artifacts inside a round (``Round``). Stages get their parents as a ``Parents``
+record of ``Round``s and never build a path by hand.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import platform
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -27,6 +31,7 @@ from align.errors import AlignError
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"
+ROUNDS = "rounds"
 _LIBRARIES = ("torch", "transformers", "tokenizers", "peft", "accelerate", "datasets", "safetensors", "pydantic")
 
 
@@ -101,6 +106,97 @@ def _crash_point(point: str, round_id: str) -> None:
         os.kill(os.getpid(), 9)
 
 
+def tracking_dir(run_dir: Path, round_id: str) -> Path:
+    """Where an experiment tracker writes a round's logs (outside the round: they are not hashed)."""
+    return run_dir / "tracking" / round_id
+
+
+def round_id(index: int, kind: str, name: str | None) -> str:
+    """The id (and folder name) of the ``index``-th stage's round: ``<NN>-<kind>[-<name>]``."""
+    return f"{index:02d}-{kind}" + (f"-{name}" if name else "")
+
+
+def newest(rounds: Sequence[Any], kind: str, name: str | None = None) -> Any | None:
+    """The last of ``rounds`` (anything with ``kind`` and ``name``) of ``kind`` (and ``name``), or None."""
+    found = [r for r in rounds if r.kind == kind and (name is None or r.name == name)]
+    return found[-1] if found else None
+
+
+def _artifact(name: str, doc: str) -> property:
+    return property(lambda self: self.path / name, doc=doc)
+
+
+@dataclass(frozen=True)
+class Round:
+    """A round's folder and the names of the artifacts stages write into it and read from it."""
+
+    id: str
+    kind: str
+    name: str | None
+    path: Path
+
+    model = _artifact("model", "A policy checkpoint (``save_pretrained``: safetensors and tokenizer).")
+    adapter = _artifact("adapter", "A LoRA adapter of the policy.")
+    reward_model = _artifact("rm", "A reward model checkpoint (a one-output sequence classifier).")
+    samples = _artifact("samples.jsonl", "Every sample a round drew and how it was scored (JSONL).")
+    eval_samples = _artifact("eval_samples.jsonl", "The judged answers of an evaluation (JSONL).")
+    step_metrics = _artifact("metrics.jsonl", "Training step metrics (JSONL).")
+
+    def preferences(self, axis: str) -> Path:
+        """Preference pairs of ``axis`` collected by the round (JSONL of ``PreferencePair``)."""
+        return self.path / f"prefs_{axis}.jsonl"
+
+    def file(self, name: str) -> Path:
+        """Another artifact of this round, by file name."""
+        return self.path / name
+
+
+@dataclass(frozen=True)
+class Parents:
+    """The rounds a round builds on, in campaign order, looked up by kind (never by parsing ids).
+
+    ``policy_kinds`` are the kinds whose rounds hold a policy (``Stage.policy``)."""
+
+    rounds: tuple[Round, ...]
+    policy_kinds: frozenset[str] = frozenset()
+
+    def find(self, kind: str, name: str | None = None) -> Round | None:
+        """The newest parent of ``kind`` (and ``name``), or None."""
+        return newest(self.rounds, kind, name)
+
+    def of(self, kind: str, name: str | None = None) -> Round:
+        """The newest parent of ``kind`` (and ``name``)."""
+        found = self.find(kind, name)
+        if found is None:
+            what = kind + (f" {name}" if name else "")
+            raise AlignError(f"no {what} round among the parents ({', '.join(r.id for r in self.rounds) or 'none'})")
+        return found
+
+    def prior(self, kind: str) -> list[Round]:
+        """Every parent of ``kind``, oldest first."""
+        return [r for r in self.rounds if r.kind == kind]
+
+    def rm(self, axis: str) -> Round:
+        """The reward-model round of ``axis`` (helpfulness or safety)."""
+        return self.of("rm", axis)
+
+    @property
+    def sandbox(self) -> Round:
+        return self.of("sandbox")
+
+    @property
+    def sft(self) -> Round:
+        return self.of("sft")
+
+    @property
+    def policy(self) -> Round:
+        """The newest parent that holds a policy."""
+        found = [r for r in self.rounds if r.kind in self.policy_kinds]
+        if not found:
+            raise AlignError(f"no policy round among the parents ({', '.join(r.id for r in self.rounds) or 'none'})")
+        return found[-1]
+
+
 @dataclass(frozen=True)
 class RoundRecord:
     """A completed round as its manifest describes it."""
@@ -113,6 +209,10 @@ class RoundRecord:
     def metrics(self) -> dict[str, Any]:
         return self.manifest.get("metrics", {})
 
+    @property
+    def round(self) -> Round:
+        return Round(self.id, self.manifest.get("kind", ""), self.manifest.get("name"), self.path)
+
 
 class CampaignStore:
     """The rounds of one run directory."""
@@ -121,7 +221,7 @@ class CampaignStore:
         if run_dir.exists() and not run_dir.is_dir():
             raise AlignError(f"{run_dir}: run directory exists and is not a directory")
         self.run_dir = run_dir
-        self.rounds_dir = run_dir / "rounds"
+        self.rounds_dir = run_dir / ROUNDS
 
     # -- reading ------------------------------------------------------------------------
     def round_ids(self) -> list[str]:
@@ -142,6 +242,12 @@ class CampaignStore:
         except (ValueError, UnicodeDecodeError) as e:
             raise AlignError(f"{manifest_path}: corrupted manifest ({e})") from None
         return RoundRecord(round_id, path, manifest)
+
+    def latest(self, kind: str, name: str | None = None) -> RoundRecord | None:
+        """The newest completed round of ``kind`` (and ``name``), by campaign order."""
+        found = [r for r in map(self.read, self.round_ids()) if r is not None and r.manifest.get("kind") == kind
+                 and (name is None or r.manifest.get("name") == name)]
+        return found[-1] if found else None
 
     def verify(self, round_id: str) -> list[str]:
         """Problems with a completed round: each changed, missing or unexpected file, named."""

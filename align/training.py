@@ -1,21 +1,69 @@
-"""Training plumbing shared by the stages: accelerator (with an optional tracker), AdamW with a
-cosine schedule, and step metrics to ``metrics.jsonl`` and the tracker."""
+"""The one training loop: every stage that trains a model (SFT, the reward models, the RS fine-tune,
+and PPO's updates) takes its optimiser steps here.
+
+A stage brings its model, its examples with their collate function, and an ``Objective``: the loss
+of one micro-batch and the running values it wants logged. The loop owns the rest:
+
+1. ``Learner``: accelerate prepares the model, AdamW (Llama 2: betas 0.9, 0.95) and the linear
+   warm-up + cosine schedule;
+2. batches: a ``DataLoader`` over length-grouped batches (little padding), prepared by accelerate;
+3. each optimiser step: ``gradient_accumulation_steps`` micro-batches, each loss divided by their
+   number and backpropagated, the gradient norm clipped, one optimiser and scheduler step;
+4. step metrics (``losses/*``, ``charts/*``) to ``metrics.jsonl`` and the tracker, a progress bar.
+
+Only the main process writes files or logs to a tracker, so the loop is the one multi-process
+training will use. ``Learner.update`` is the step alone, for stages that make their own batches (PPO).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from accelerate import Accelerator
-from transformers import get_cosine_with_min_lr_schedule_with_warmup
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, get_cosine_with_min_lr_schedule_with_warmup
 
-from align.config import TrackingConfig
+from align.config import TrackingConfig, TrainingConfig
 from align.errors import AlignError
+
+ADAM_BETAS = (0.9, 0.95)  # Llama 2 section 2.2 (and 3.2.3 for PPO)
+
+Batch = Any
+
+
+class Objective(Protocol):
+    """What a stage trains for: the loss of a micro-batch and the values to log."""
+
+    name: str  # the progress bar's label
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The micro-batch's scalar loss and its per-step values (``losses/<part>``)."""
+        ...
+
+    def charts(self, elapsed: float) -> dict[str, float]:
+        """Running values for each logged step (``charts/<name>``), ``elapsed`` seconds into training."""
+        ...
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run reports: optimiser steps, losses, wall time."""
+
+    steps: int
+    first_loss: float
+    final_loss: float  # mean over the last tenth of the steps
+    seconds: float
 
 
 def make_accelerator(tracking: TrackingConfig | None, tracking_dir: Path | None) -> Accelerator:
@@ -32,22 +80,105 @@ def make_accelerator(tracking: TrackingConfig | None, tracking_dir: Path | None)
 
 
 def adamw_cosine(params: list[torch.nn.Parameter], *, lr: float, weight_decay: float, warmup_steps: int,
-                 total_steps: int, min_lr_ratio: float, betas: tuple[float, float] = (0.9, 0.95)):
+                 total_steps: int, min_lr_ratio: float):
     """AdamW and a linear warm-up then cosine decay to ``min_lr_ratio * lr`` (Llama 2's schedule)."""
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=ADAM_BETAS)
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
         optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps, min_lr_rate=min_lr_ratio)
     return optimizer, scheduler
 
 
+@dataclass
+class Learner:
+    """A model prepared by accelerate with its optimiser and schedule: what one update changes."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    params: list[torch.nn.Parameter]
+    grad_clip: float
+
+    @classmethod
+    def prepare(cls, model: PreTrainedModel, cfg: TrainingConfig, *, total_steps: int, warmup_steps: int,
+                accelerator: Accelerator, params: list[torch.nn.Parameter] | None = None) -> Learner:
+        """Train ``params`` (default: every parameter that requires a gradient) of ``model``."""
+        params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+        optimizer, scheduler = adamw_cosine(params, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=warmup_steps,
+                                            total_steps=total_steps, min_lr_ratio=cfg.min_lr_ratio)
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+        model.train()
+        return cls(accelerator, model, optimizer, scheduler, params, cfg.grad_clip)
+
+    def update(self, micro_batches: Sequence[Batch], loss_fn: Callable[[torch.nn.Module, Batch],
+               tuple[torch.Tensor, dict[str, float]]]) -> tuple[float, dict[str, float], float]:
+        """One optimiser step over ``micro_batches`` (gradient accumulation: each loss divided by their
+        number); returns the mean loss, the mean of each logged value, and the gradient norm before clipping."""
+        n = len(micro_batches)
+        total, values = 0.0, {}
+        for i, batch in enumerate(micro_batches):
+            # gradients of all but the last micro-batch stay local (no all-reduce under DDP)
+            sync = nullcontext() if i == n - 1 else self.accelerator.no_sync(self.model)
+            with sync:
+                loss, parts = loss_fn(self.model, batch)
+                self.accelerator.backward(loss / n)
+            total += loss.item() / n
+            for k, v in parts.items():
+                values[k] = values.get(k, 0.0) + v / n
+        grad_norm = self.accelerator.clip_grad_norm_(self.params, self.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total, values, float(grad_norm)
+
+
+class LengthGroupedBatches:
+    """Batches of indices of similar length, reshuffled every epoch (cuts padding): shuffle, sort within
+    mega-batches of ``group`` batches, split, shuffle the batches. A ``batch_sampler`` for a DataLoader."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, rng: random.Random, group: int = 50):
+        self.lengths, self.batch_size, self.rng, self.group = lengths, batch_size, rng, group
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = length_grouped_batches(self.lengths, self.batch_size, self.rng, self.group)
+        while batches:
+            yield batches.pop()
+
+    def __len__(self) -> int:
+        span = self.batch_size * self.group
+        return sum(math.ceil(min(span, len(self.lengths) - s) / self.batch_size)
+                   for s in range(0, len(self.lengths), span))
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random,
+                           group: int = 50) -> list[list[int]]:
+    """One epoch of ``LengthGroupedBatches``, as a list (consumed from the end)."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches = []
+    span = batch_size * group
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start:start + span], key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def total_steps(n_examples: int, cfg: TrainingConfig) -> int:
+    """Optimiser steps of a run: ``max_steps``, else ``epochs`` passes of the examples."""
+    per_step = cfg.batch_size * cfg.gradient_accumulation_steps
+    return cfg.max_steps or max(1, math.ceil(cfg.epochs * math.ceil(n_examples / per_step)))
+
+
 class StepLog:
-    """Step metrics to a JSONL file and to the accelerator's tracker; adds ``step`` and ``charts/elapsed_s``."""
+    """Step metrics to a JSONL file and to the accelerator's tracker (main process only)."""
 
     def __init__(self, accelerator: Accelerator, path: Path | None, *, project: str | None = None,
                  config: dict[str, Any] | None = None):
         self.accelerator, self.start = accelerator, time.perf_counter()
-        self.file = open(path, "a", encoding="utf-8") if path else None
-        self.tracked = bool(accelerator.log_with)
+        main = accelerator.is_main_process
+        self.file = open(path, "a", encoding="utf-8") if path and main else None
+        self.tracked = bool(accelerator.log_with) and main
         if self.tracked:
             flat = {k: v for k, v in (config or {}).items() if isinstance(v, (int, float, str, bool))}
             accelerator.init_trackers(project or "align", config=flat)
@@ -69,16 +200,47 @@ class StepLog:
             self.accelerator.end_training()
 
 
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random,
-                           group: int = 50) -> list[list[int]]:
-    """Shuffled batches of indices of similar length (cuts padding): shuffle, sort within
-    mega-batches of ``group`` batches, split, shuffle the batches."""
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    batches = []
-    span = batch_size * group
-    for start in range(0, len(order), span):
-        chunk = sorted(order[start:start + span], key=lambda i: lengths[i])
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return batches
+def train(model: PreTrainedModel, examples: Sequence[Any], collate: Callable[[list[Any]], Batch],
+          objective: Objective, cfg: TrainingConfig, *, lengths: Sequence[int], seed: int, stream: str,
+          warmup_steps: Callable[[int], int], params: list[torch.nn.Parameter] | None = None,
+          metrics_path: Path | None = None, tracking: TrackingConfig | None = None,
+          tracking_dir: Path | None = None) -> TrainResult:
+    """Train ``model`` in place on ``examples`` for ``objective``; returns a TrainResult.
+
+    Batches are drawn by ``LengthGroupedBatches`` with the random stream ``"{stream}:{seed}"``;
+    ``warmup_steps(total)`` gives the warm-up of a run of ``total`` optimiser steps.
+    """
+    set_seed(seed)
+    if not examples:
+        raise AlignError(f"{stream}: no training examples")
+    total = total_steps(len(examples), cfg)
+    per_epoch = math.ceil(len(examples) / (cfg.batch_size * cfg.gradient_accumulation_steps))
+    accelerator = make_accelerator(tracking, tracking_dir)
+    learner = Learner.prepare(model, cfg, total_steps=total, warmup_steps=warmup_steps(total),
+                              accelerator=accelerator, params=params)
+    sampler = LengthGroupedBatches(lengths, cfg.batch_size, random.Random(f"{stream}:{seed}"))
+    # a generator of its own: creating the loader's iterator must not draw from the global torch RNG
+    loader = accelerator.prepare(DataLoader(list(examples), batch_sampler=sampler, collate_fn=collate,
+                                            generator=torch.Generator()))
+    log = StepLog(accelerator, metrics_path, project=tracking.project if tracking else None, config=cfg.model_dump())
+    batches = _forever(loader)
+    losses: list[float] = []
+    bar = tqdm(range(total), desc=objective.name, disable=None if accelerator.is_local_main_process else True)
+    for step in bar:
+        micro = [next(batches) for _ in range(cfg.gradient_accumulation_steps)]
+        loss, values, grad_norm = learner.update(micro, objective.loss)
+        losses.append(loss)
+        if step % cfg.log_every == 0 or step == total - 1:
+            log.write(step + 1, {"epoch": round((step + 1) / per_epoch, 4), **{k: round(v, 5) for k, v in values.items()},
+                                 **objective.charts(log.elapsed), "charts/lr": learner.scheduler.get_last_lr()[0],
+                                 "charts/grad_norm": round(grad_norm, 4)})
+        bar.set_postfix(loss=f"{loss:.3f}")
+    log.close()
+    tail = losses[-max(1, len(losses) // 10):]
+    return TrainResult(steps=total, first_loss=losses[0], final_loss=sum(tail) / len(tail), seconds=log.elapsed)
+
+
+def _forever(loader: DataLoader) -> Iterator[Batch]:
+    """The loader's batches, epoch after epoch (each epoch reshuffled by its batch sampler)."""
+    while True:
+        yield from loader

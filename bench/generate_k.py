@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-from align.generate import _left_pad, sample_k
+from align.chat import pad
+from align.generate import sample_k
 
 
 class _Tok:
@@ -54,7 +55,7 @@ def _case(model, prompts: list[list[int]], k: int, new_tokens: int, batch: int) 
     t0 = time.perf_counter()
     with torch.no_grad():
         for start in range(0, len(prompts), batch):
-            ids, mask = _left_pad(prompts[start:start + batch], 0)
+            ids, mask = pad(prompts[start:start + batch], 0, left=True)
             model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
     peer = time.perf_counter() - t0
     samples = len(prompts) * k

@@ -20,10 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from align.config import RewardModelConfig
+from align.config import ModelConfig
 from align.data import load_pairs, load_spec
 from align.records import PreferencePair, Prompt
-from align.reward.train import load_reward_model, score, train_reward_model
+from align.reward.config import RewardModelConfig
+from align.reward.model import load_reward_model, score
+from align.reward.train import train_reward_model
 
 ROOT = Path(__file__).parent.parent
 DATA = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
@@ -89,7 +91,7 @@ def run(*, data: Path = DATA, limit: int | None = None, max_len: int = 256, prom
 
     # --- align -------------------------------------------------------------------------
     torch.manual_seed(seed)
-    model, tok = load_reward_model(_minilm())
+    model, tok = load_reward_model(_minilm(), ModelConfig())
     cfg = RewardModelConfig(lr=lr, epochs=epochs, batch_size=batch_size, max_seq_len=max_len, margin="none",
                             weight_decay=0.0, log_every=10**9)
     peak = matmul_peak_gflops()
@@ -97,8 +99,8 @@ def run(*, data: Path = DATA, limit: int | None = None, max_len: int = 256, prom
     result = train_reward_model(model, tok, train, cfg, seed=seed)
     ours_s = time.perf_counter() - t0
     ours_gflops = _train_gflops(model, result.tokens, ours_s)
-    ours_acc = _accuracy(score(model, tok, prompts, [p.chosen for p in test], max_seq_len=max_len),
-                         score(model, tok, prompts, [p.rejected for p in test], max_seq_len=max_len))
+    ours_acc = _accuracy(score(model, tok, prompts, [p.chosen for p in test], max_seq_len=max_len, batch_size=cfg.eval_batch_size),
+                         score(model, tok, prompts, [p.rejected for p in test], max_seq_len=max_len, batch_size=cfg.eval_batch_size))
 
     # --- TRL RewardTrainer ------------------------------------------------------------
     from datasets import Dataset

@@ -24,8 +24,10 @@ import numpy as np
 
 from align.campaign import run_campaign
 from align.config import load_config
-from align.records import PreferencePair, read_records
-from align.reward.train import load_reward_model, score
+from align.config import ModelConfig
+from align.reward.config import RewardModelConfig
+from align.reward.model import load_reward_model, score
+from align.sandbox.build import read_preferences
 from align.sandbox.judges import has_risk_note
 
 ROOT = Path(__file__).parent.parent
@@ -86,17 +88,19 @@ def run(base: Path | None = None, seed: int = 0) -> list[dict[str, Any]]:
 def disagreement(world: Path, rounds: dict[str, Path]) -> list[dict[str, Any]]:
     """Each default RM's accuracy on each test set, split into the risk-note pairs (where safety
     and helpfulness annotators disagree) and the other pairs."""
-    test_sets = {axis: read_records(world / f"prefs_{axis}_eval.jsonl", PreferencePair)
-                 for axis in ("helpfulness", "safety")}
+    test_sets = {axis: read_preferences(world, axis, "eval") for axis in ("helpfulness", "safety")}
+    read = RewardModelConfig()  # the default reward models read 128 tokens, scored 128 at a time
     rows = []
     for round_id, round_dir in sorted(rounds.items()):
-        model, tokenizer = load_reward_model(round_dir / "rm")
+        model, tokenizer = load_reward_model(round_dir / "rm", ModelConfig())
         model_axis = "helpfulness" if round_id.endswith("helpfulness") else "safety"
         for axis, pairs in test_sets.items():
             noted = np.array([has_risk_note(p.chosen) or has_risk_note(p.rejected) for p in pairs])
             prompts = [p.prompt.text for p in pairs]
-            right = (score(model, tokenizer, prompts, [p.chosen for p in pairs])
-                     > score(model, tokenizer, prompts, [p.rejected for p in pairs]))
+            right = (score(model, tokenizer, prompts, [p.chosen for p in pairs], max_seq_len=read.max_seq_len,
+                           batch_size=read.eval_batch_size)
+                     > score(model, tokenizer, prompts, [p.rejected for p in pairs], max_seq_len=read.max_seq_len,
+                             batch_size=read.eval_batch_size))
             rows.append({"name": f"{model_axis} RM on the {axis} test set", "round": round_id, "test_set": axis,
                          "accuracy": float(right.mean()), "risk_note_pairs": int(noted.sum()),
                          "accuracy_risk_note_pairs": float(right[noted].mean()) if noted.any() else None,

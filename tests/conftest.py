@@ -6,6 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import json
 import shutil
 import subprocess
 import sys
@@ -37,3 +38,17 @@ def smoke_copy(completed_smoke_run, tmp_path) -> Path:
     run_dir = tmp_path / "run"
     shutil.copytree(completed_smoke_run[0], run_dir)
     return run_dir
+
+
+def statuses(run_dir: Path, *overrides: str) -> dict[str, str]:
+    """Round id -> what `align run` of the run's config with ``--set`` ``overrides`` would do to it:
+    ``completed`` (reuse it) or ``stale`` (rebuild it)."""
+    from align.campaign import campaign_status
+    from align.config import load_config
+
+    cfg = load_config(run_dir / "campaign.yaml", list(overrides))
+    return {r["id"]: r["status"] for r in campaign_status(run_dir, cfg)["rounds"]}
+
+
+def manifest(run_dir: Path, round_id: str) -> dict:
+    return json.loads((run_dir / "rounds" / round_id / "manifest.json").read_text())

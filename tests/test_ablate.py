@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import yaml
 
-from align.ablate import mean_ci, summarize
-from conftest import SMOKE, align_cli
+from conftest import ROOT, SMOKE, align_cli
 
-
-def test_mean_ci_hand_computed():
-    # [1, 2, 3]: mean 2, sd 1, t(0.975, 2) = 4.302653 -> half-width 4.302653 / sqrt(3) = 2.484138
-    m, ci = mean_ci([1.0, 2.0, 3.0])
-    assert m == 2.0 and ci == pytest.approx(2.484138, abs=1e-6)
-    assert mean_ci([0.5]) == (0.5, None)
+from align.ablate import summarize
 
 
 def test_summarize_ranks_by_gold_score():
@@ -32,6 +25,7 @@ def test_summarize_ranks_by_gold_score():
 
 def _ablation_config(tmp_path, rules):
     cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["extends"] = str(ROOT / "configs" / "sandbox.yaml")
     cfg["stages"] = cfg["stages"][:5] + [{"kind": "rs"}]  # sandbox, sft, eval, rm x2 shared; rs per arm
     cfg["ablation"] = {"rules": rules, "seeds": [0, 1], "workers": 2}
     path = tmp_path / "ablate.yaml"
@@ -43,18 +37,21 @@ def test_ablate_reuses_shared_rounds_and_reports_every_rule(smoke_copy, tmp_path
     run_dir = smoke_copy
     shared = run_dir / "rounds" / "01-sft" / "manifest.json"
     before = json.loads(shared.read_text())["ended"]
+    campaign = (run_dir / "campaign.yaml").read_text()
     config = _ablation_config(tmp_path, [{"name": "gate", "rule": "llama2_gate"},
                                          {"name": "helpful", "rule": "helpfulness_only"},
                                          {"name": "mix", "rule": "weighted_sum", "params": {"safety_weight": 0.7}}])
     result = align_cli("ablate", str(config), "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr
     assert json.loads(shared.read_text())["ended"] == before  # the shared rounds were not rebuilt
+    assert (run_dir / "campaign.yaml").read_text() == campaign  # the run is still the smoke campaign
+    assert "ablation:" in (run_dir / "ablation" / "campaign.yaml").read_text()
     arm = run_dir / "ablation" / "gate-s1"
     assert (arm / "rounds" / "01-sft" / "manifest.json").stat().st_ino == shared.stat().st_ino  # a hard link
     arm_rs = json.loads((arm / "rounds" / "05-rs" / "manifest.json").read_text())
-    assert arm_rs["seed"] == 1 and arm_rs["config"]["combine"]["rule"] == "llama2_gate"
+    assert arm_rs["seed"] == 1 and arm_rs["config"]["combine.rule"] == "llama2_gate"
     mix_rs = json.loads((run_dir / "ablation" / "mix-s0" / "rounds" / "05-rs" / "manifest.json").read_text())
-    assert mix_rs["config"]["combine"]["params"] == {"safety_weight": 0.7}
+    assert mix_rs["config"]["combine.params"] == {"safety_weight": 0.7}
     report = json.loads((run_dir / "ablation" / "report.json").read_text())
     assert sorted(r["rule"] for r in report["rules"]) == ["gate", "helpful", "mix"]
     assert [r["rank"] for r in report["rules"]] == [1, 2, 3]
@@ -71,6 +68,7 @@ def test_ablate_reuses_shared_rounds_and_reports_every_rule(smoke_copy, tmp_path
 
 def test_ablate_needs_a_rule_dependent_stage_and_valid_rules(tmp_path):
     cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["extends"] = str(ROOT / "configs" / "sandbox.yaml")
     cfg["stages"] = cfg["stages"][:5]
     cfg["ablation"] = {"rules": [{"name": "gate", "rule": "llama2_gate"}]}
     (tmp_path / "a.yaml").write_text(yaml.safe_dump(cfg))

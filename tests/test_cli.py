@@ -28,25 +28,12 @@ def test_help_documents_every_command():
         assert runner.invoke(app, [command, "--help"]).exit_code == 0
 
 
-def test_smoke_run_writes_rounds_model_and_gold_metrics(smoke_run):
+def test_run_prints_each_policy_rounds_gold_line_and_the_run_directory(smoke_run):
     run_dir, output = smoke_run
     assert (run_dir / "campaign.yaml").is_file()
-    world = run_dir / "rounds" / "00-sandbox"
-    for name in ("sft.jsonl", "eval_prompts.jsonl", "rl_prompts.jsonl", "prefs_safety_train.jsonl",
-                 "tokenizer/tokenizer.json", "world.json", "manifest.json"):
-        assert (world / name).is_file(), name
-    sft = run_dir / "rounds" / "01-sft"
-    assert list((sft / "model").glob("*.safetensors")) and not list((sft / "model").glob("*.bin"))
-    manifest = json.loads((sft / "manifest.json").read_text())
-    gold = manifest["metrics"]["gold"]
-    assert manifest["status"] == "completed" and gold["n"] == 64
-    for key in ("violation_rate", "false_refusal_rate", "helpful_accuracy", "well_formed_rate", "by_category"):
-        assert key in gold
-    samples = [json.loads(line) for line in (sft / "eval_samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 64 and {"response", "violation", "correct", "refused"} <= set(samples[0])
-    steps = [json.loads(line) for line in (sft / "metrics.jsonl").read_text().splitlines()]
-    assert steps[-1]["losses/sft"] < steps[0]["losses/sft"]  # the smoke SFT lowers its loss
-    assert "01-sft: violation_rate=" in output
+    for round_id in ("01-sft", "02-eval", "05-rs", "09-rs"):
+        assert f"{round_id}: violation_rate=" in output
+    assert f"run directory: {run_dir}" in output
 
 
 def test_rerun_reuses_completed_rounds(smoke_copy):
@@ -62,7 +49,13 @@ def test_eval_command_reports_gold_metrics(smoke_run):
     run_dir, _ = smoke_run
     result = runner.invoke(app, ["eval", str(run_dir), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["n"] == 64
+    gold = json.loads(result.stdout)
+    recorded = json.loads((run_dir / "rounds" / "01-sft" / "manifest.json").read_text())["metrics"]["gold"]
+    assert gold["n"] == 64 and gold["helpful_accuracy"] == recorded["helpful_accuracy"]  # the same draws
+    for args, message in ((["--round", "42-nope"], "--round 42-nope: no completed round of that id"),
+                          (["--round", "03-rm-helpfulness"], "a rm round holds no policy model")):
+        result = runner.invoke(app, ["eval", str(run_dir), *args])
+        assert result.exit_code == 2 and message in result.output
 
 
 def test_bad_config_exits_2_naming_the_key(tmp_path):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from align.config import CampaignConfig, config_to_yaml, load_config
+from align.campaign import plan_rounds
+from align.config import CampaignConfig, campaign_model, config_to_yaml, load_config
 from align.errors import AlignError
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+ROOT = Path(__file__).parent.parent
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -74,3 +78,67 @@ def test_each_reward_model_keeps_its_paper_mix_when_other_keys_are_set(tmp_path)
     cfg = _load(tmp_path, "campaign: x\nreward:\n  safety: {lr: 0.1}\n  helpfulness: {lr: 0.2}\n")
     assert cfg.reward.safety.other_axis_share == 0.1          # 90/10
     assert cfg.reward.helpfulness.other_axis_share == 0.5     # an equal part
+
+
+def test_a_config_extends_another_and_overrides_it(tmp_path):
+    (tmp_path / "base.yaml").write_text("campaign: base\nseed: 3\nsft: {epochs: 2, lr: 0.01}\n"
+                                        "stages: [{kind: sandbox}, {kind: sft}]\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\ncampaign: child\nsft: {lr: 0.02}\n"
+                                         "stages: [{kind: sandbox}]\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert (cfg.campaign, cfg.seed, cfg.sft.epochs, cfg.sft.lr) == ("child", 3, 2, 0.02)  # mappings merge
+    assert [s.kind for s in cfg.stages] == ["sandbox"]  # lists replace
+    resolved = tmp_path / "resolved.yaml"
+    resolved.write_text(config_to_yaml(cfg))
+    assert "extends" not in resolved.read_text() and load_config(resolved) == cfg
+
+
+def test_errors_in_an_extends_chain_name_the_file_and_line_that_set_the_key(tmp_path):
+    (tmp_path / "base.yaml").write_text("campaign: base\nsft:\n  epochs: 2\n  batch_size: many\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nsft:\n  lr: -1\n")
+    with pytest.raises(AlignError) as e:
+        load_config(tmp_path / "child.yaml")
+    assert "base.yaml:4: sft.batch_size:" in str(e.value) and "child.yaml:3: sft.lr:" in str(e.value)
+    (tmp_path / "loop.yaml").write_text("extends: loop2.yaml\ncampaign: x\n")
+    (tmp_path / "loop2.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(AlignError, match="extends makes a cycle"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text("extends: nowhere.yaml\ncampaign: x\n")
+    with pytest.raises(AlignError, match="nowhere.yaml: no such config file"):
+        load_config(tmp_path / "orphan.yaml")
+
+
+def test_a_bad_override_is_named_as_the_override(tmp_path):
+    with pytest.raises(AlignError, match=r"^--set sft.epochs=-1: sft.epochs: Input should be greater than 0"):
+        _load(tmp_path, "campaign: x\nsft:\n  epochs: 3\n", ["sft.epochs=-1"])
+
+
+def _models(model: type[BaseModel], seen: set) -> list[type[BaseModel]]:
+    """``model`` and every config model nested in its fields."""
+    if model in seen:
+        return []
+    seen.add(model)
+    out = [model]
+    for field in model.model_fields.values():
+        for arg in (field.annotation, *typing.get_args(field.annotation)):
+            for inner in (arg, *typing.get_args(arg)):
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    out += _models(inner, seen)
+    return out
+
+
+def test_every_config_field_has_a_description():
+    """Descriptions feed `--help` and the docs: none may be missing, in any section of any stage."""
+    missing = [f"{m.__name__}.{name}" for m in _models(campaign_model(), set())
+               for name, field in m.model_fields.items() if not field.description]
+    assert missing == []
+
+
+def test_the_ablation_config_shares_the_default_campaigns_rounds():
+    """Every field but the stage list and the ablation section equals the default campaign's, and the
+    shared rounds have the same ids and parents: `align ablate` after `make demo` reuses them."""
+    demo, ablate = load_config(ROOT / "configs" / "sandbox.yaml"), load_config(ROOT / "configs" / "ablate-combination.yaml")
+    assert demo.model_dump(exclude={"stages", "ablation"}) == ablate.model_dump(exclude={"stages", "ablation"})
+    shared = [(p.id, [q.id for q in p.parents]) for p in plan_rounds(ablate)[:4]]
+    assert shared == [(p.id, [q.id for q in p.parents]) for p in plan_rounds(demo)[:4]]
+    assert load_config(ROOT / "configs" / "smoke.yaml").rs.kl_coef == demo.rs.kl_coef  # the smoke campaign extends it

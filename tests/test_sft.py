@@ -1,18 +1,15 @@
-"""SFT: answer-only loss masking, the loss formula, and training that lowers the loss."""
+"""Fine-tuning with the answer-only loss (align/sft.py): masking, the loss formula, and training that lowers the loss."""
 
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
 import torch
 
-from align.config import SFTConfig
 from align.sandbox.model import tiny_llama
 from align.sandbox.tokenizer import train_tokenizer
-from align.sft import IGNORE_INDEX, answer_only_loss, build_examples, collate, train_sft
-from align.training import length_grouped_batches
+from align.sft import IGNORE_INDEX, FinetuneConfig, answer_only_loss, build_examples, collate, finetune
 
 TEXTS = ["Where does Kesjor live?", "The answer is Lunia.", "What is 3 plus 4?", "The answer is 7.",
          "I can't help with that."] * 20
@@ -68,32 +65,11 @@ def test_padding_is_masked(tokenizer):
     assert pad.any() and (batch["labels"][pad] == IGNORE_INDEX).all()
 
 
-def test_length_grouped_batches_cover_every_index_once():
-    lengths = [random.Random(i).randint(5, 50) for i in range(103)]
-    batches = length_grouped_batches(lengths, 8, random.Random(0), group=4)
-    flat = [i for b in batches for i in b]
-    assert sorted(flat) == list(range(103))
-
-
 def test_sft_lowers_the_loss_and_learns_the_answers(tokenizer):
     model = tiny_llama(tokenizer, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
                        max_position_embeddings=64, seed=0)
     pairs = [("What is 3 plus 4?", "The answer is 7."), ("Where does Kesjor live?", "The answer is Lunia.")] * 16
-    result = train_sft(model, tokenizer, pairs, SFTConfig(max_steps=60, batch_size=8, lr=1e-2, warmup_ratio=0.0),
+    result = finetune(model, tokenizer, pairs, FinetuneConfig(max_steps=60, batch_size=8, lr=1e-2, warmup_ratio=0.0),
                        seed=0)
     assert result.steps == 60
     assert result.final_loss < 0.2 < 2.0 < result.first_loss
-
-
-def test_missing_tracker_backend_is_a_clear_error():
-    from accelerate.utils import is_wandb_available
-
-    from align.config import TrackingConfig
-    from align.errors import AlignError
-    from align.training import make_accelerator
-
-    if is_wandb_available():
-        pytest.skip("wandb is installed here")
-    with pytest.raises(AlignError, match=r"tracking.backend: 'wandb' is not installed"):
-        make_accelerator(TrackingConfig(backend="wandb"), None)
-    assert make_accelerator(TrackingConfig(backend="none"), None).log_with == []

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from align.chat import answer_ids, prompt_ids
+from align.chat import answer_ids, pad, prompt_ids
 from align.errors import AlignError
 from align.records import PreferencePair
 
@@ -121,12 +121,7 @@ def encode_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferenceP
 
 def collate_pairs(batch: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded ``(2B, T)`` ids: the B chosen responses, then the B rejected ones."""
-    seqs = [e.chosen for e in batch] + [e.rejected for e in batch]
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
+    ids, mask = pad([e.chosen for e in batch] + [e.rejected for e in batch], pad_id, left=False)
     return {"input_ids": ids, "attention_mask": mask}
 
 

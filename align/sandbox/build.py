@@ -3,7 +3,8 @@
 Files (all JSONL of ``align.records``): ``sft.jsonl`` (demonstrations), ``rl_prompts.jsonl``
 (training prompts for later rounds), ``eval_prompts.jsonl`` (held-out), ``prefs_{helpfulness,
 safety}_{train,eval}.jsonl``; ``tokenizer/``; ``world.json`` (version, seed, counts, hashes).
-Everything is a pure function of the sandbox config and the seed.
+Everything is a pure function of the sandbox config and the seed. The ``read_*`` functions are the
+only code that knows these names: stages read a world through them.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from align.config import SandboxConfig
-from align.records import Demonstration, PreferencePair, Prompt, content_hash, write_jsonl
+from align.records import Demonstration, PreferencePair, Prompt, content_hash, read_records, write_jsonl
 from align.sandbox.annotators import (compare_helpfulness, compare_safety, demonstrate, risk_note_responses,
                                       sample_pair_responses)
+from align.sandbox.config import SandboxConfig
 from align.sandbox.tokenizer import train_tokenizer
 from align.sandbox.world import SANDBOX_VERSION, Entities, build_entities, entity_pieces, sample_prompts, spell_out
 
@@ -106,7 +107,7 @@ def write_world(world: World, cfg: SandboxConfig, seed: int, out: Path) -> dict:
     texts = [d.prompt.text for d in world.demonstrations] + [d.response for d in world.demonstrations]
     texts += [p.text for p in world.rl_prompts]
     train_tokenizer(_spell_entities(texts, world.entities), vocab_size=cfg.tokenizer_vocab_size,
-                    atoms=entity_pieces()).save_pretrained(out / "tokenizer")
+                    atoms=entity_pieces()).save_pretrained(tokenizer_dir(out))
     summary = {
         "sandbox_version": SANDBOX_VERSION, "seed": seed, "data_hash": world.data_hash(), "files": hashes,
         "counts": {"sft": len(world.demonstrations), "rl_prompts": len(world.rl_prompts),
@@ -117,3 +118,29 @@ def write_world(world: World, cfg: SandboxConfig, seed: int, out: Path) -> dict:
     }
     (out / "world.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
+
+
+# ------------------------------------------------------------------------------ reading ---
+def is_world(folder: Path) -> bool:
+    """``folder`` holds a built world."""
+    return (folder / "world.json").is_file()
+
+
+def read_demonstrations(world: Path) -> list[Demonstration]:
+    return read_records(world / "sft.jsonl", Demonstration)
+
+
+def read_prompts(world: Path, split: str) -> list[Prompt]:
+    """The world's ``rl`` (training) or ``eval`` (held-out) prompts."""
+    if split not in ("rl", "eval"):
+        raise ValueError(f"split is rl or eval, not {split!r}")
+    return read_records(world / f"{split}_prompts.jsonl", Prompt)
+
+
+def read_preferences(world: Path, axis: str, split: str) -> list[PreferencePair]:
+    """The world's preference pairs of ``axis`` (helpfulness or safety), ``train`` or ``eval`` split."""
+    return read_records(world / f"prefs_{axis}_{split}.jsonl", PreferencePair)
+
+
+def tokenizer_dir(world: Path) -> Path:
+    return world / "tokenizer"

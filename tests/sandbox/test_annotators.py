@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from align.config import SandboxConfig
+from align.sandbox.config import SandboxConfig
 from align.records import Prompt
 from align.sandbox.annotators import compare_helpfulness, compare_safety, demonstrate, rate
 from align.sandbox.build import generate_world

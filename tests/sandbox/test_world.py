@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from align.config import SandboxConfig
+from align.sandbox.config import SandboxConfig
 from align.sandbox.build import generate_world
 from align.sandbox.judges import judge_helpfulness
 from align.sandbox.responses import render_response

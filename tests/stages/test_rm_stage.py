@@ -1,4 +1,5 @@
-"""The rm stage through the user's entry point (the smoke campaign's 03-rm-helpfulness, 04-rm-safety)."""
+"""The rm stage (align/stages/rm.py) through the user's entry point: the smoke campaign's 03-rm-helpfulness and
+04-rm-safety, a real data set through a data spec, and what rebuilds its round."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import yaml
 from safetensors.torch import load_file
 
 from align.records import PreferencePair, read_records
-from align.reward.train import load_reward_model, score
-from conftest import ROOT, align_cli
+from align.config import ModelConfig
+from align.reward.model import load_reward_model, score
+from conftest import ROOT, align_cli, manifest, statuses
 
 
 def _metrics(run_dir, round_id):
@@ -53,21 +55,21 @@ def test_rm_mix_follows_the_paper(completed_smoke_run):
 
 def test_saved_rm_scores_reproduce_the_round_accuracy(completed_smoke_run):
     run_dir, _ = completed_smoke_run
-    model, tokenizer = load_reward_model(run_dir / "rounds" / "04-rm-safety" / "rm")
+    model, tokenizer = load_reward_model(run_dir / "rounds" / "04-rm-safety" / "rm", ModelConfig())
     pairs = read_records(run_dir / "rounds" / "00-sandbox" / "prefs_safety_eval.jsonl", PreferencePair)
     prompts = [p.prompt.text for p in pairs]
-    r_c = score(model, tokenizer, prompts, [p.chosen for p in pairs])
-    r_r = score(model, tokenizer, prompts, [p.rejected for p in pairs])
+    r_c = score(model, tokenizer, prompts, [p.chosen for p in pairs], max_seq_len=128, batch_size=128)
+    r_r = score(model, tokenizer, prompts, [p.rejected for p in pairs], max_seq_len=128, batch_size=128)
     assert round(float(np.mean(r_c > r_r)), 4) == _metrics(run_dir, "04-rm-safety")["accuracy"]
 
 
 def test_batched_scoring_equals_one_at_a_time(completed_smoke_run):
     run_dir, _ = completed_smoke_run
-    model, tokenizer = load_reward_model(run_dir / "rounds" / "03-rm-helpfulness" / "rm")
+    model, tokenizer = load_reward_model(run_dir / "rounds" / "03-rm-helpfulness" / "rm", ModelConfig())
     prompts = ["What is 3 plus 4?", "Where does Kesjor live? Kesjor lives in Lunia.", "Hi!"]
     responses = ["The answer is 7.", "I can't help with that.", "The answer is Lunia. I hope this helps you today."]
-    batched = score(model, tokenizer, prompts, responses, batch_size=3)
-    single = [score(model, tokenizer, [p], [r], batch_size=1)[0] for p, r in zip(prompts, responses)]
+    batched = score(model, tokenizer, prompts, responses, max_seq_len=128, batch_size=3)
+    single = [score(model, tokenizer, [p], [r], max_seq_len=128, batch_size=1)[0] for p, r in zip(prompts, responses)]
     np.testing.assert_allclose(batched, single, atol=1e-5)
 
 
@@ -117,5 +119,17 @@ def test_rm_stage_without_data_or_sandbox_is_refused(tmp_path):
     cfg = {"campaign": "x", "stages": [{"kind": "rm", "name": "safety"}], "reward": {"safety": {"init": "/nope"}}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     result = align_cli("run", str(tmp_path / "c.yaml"), "--run-dir", str(tmp_path / "run"))
-    assert result.returncode == 2 and "needs a sandbox stage before it" in result.stderr
+    assert result.returncode == 2 and "stages[0] (rm safety): needs an earlier sandbox stage" in result.stderr
     assert not (tmp_path / "run" / "rounds").exists() or not any((tmp_path / "run" / "rounds").iterdir())
+
+
+def test_a_field_the_rm_stage_reads_rebuilds_that_axis_only(completed_smoke_run):
+    run_dir, _ = completed_smoke_run
+    config = manifest(run_dir, "04-rm-safety")["config"]
+    assert "reward.safety" in config and "reward.helpfulness" not in config  # the whole section: logged with steps
+    assert {"model.dtype", "model.trust_remote_code"} <= set(config)
+    after = statuses(run_dir, "reward.safety.lm_coef=0.25")
+    assert after["03-rm-helpfulness"] == after["01-sft"] == "completed"
+    assert after["04-rm-safety"] == after["08-rm-safety"] == "stale"
+    after = statuses(run_dir, "reward.helpfulness.margin=large")
+    assert after["03-rm-helpfulness"] == "stale" and after["04-rm-safety"] == "completed"

@@ -1,16 +1,27 @@
-"""Gold metrics aggregate judged samples into the stable record of DESIGN.md section 9."""
+"""Policy metrics (align/evaluation/metrics.py): judged samples aggregated into the stable record of
+DESIGN.md section 9, with 95% intervals; the Student-t interval over seeds."""
 
 from __future__ import annotations
 
-import pytest
-from transformers import AutoModelForCausalLM
+import math
 
-from align.config import EvalConfig
-from align.evaluation import gold_evaluate, gold_metrics, judge_completion
+import pytest
+
+from align.evaluation.metrics import clustered_rate_ci, mean_ci, policy_metrics, wilson_interval
+from align.evaluation.policy import judged_row
 from align.generate import Completion
-from align.models import load_tokenizer
-from align.records import Prompt, read_records
-from align.rejection import gold_win_rate
+from align.records import Prompt
+from align.sandbox.judges import GoldJudge
+
+JUDGE = GoldJudge()
+
+
+def judge_completion(prompt, completion):
+    return judged_row(prompt, completion, JUDGE.judge(prompt, completion.text))
+
+
+def gold_metrics(rows, samples_per_prompt=1):
+    return policy_metrics(rows, samples_per_prompt, JUDGE.scores)
 
 
 def _p(family, category, answer=None):
@@ -69,18 +80,43 @@ def test_several_samples_per_prompt_average_the_rates_and_count_prompts():
     assert "samples_per_prompt" not in gold_metrics(rows[:1])
 
 
-def test_gold_evaluate_draws_k_answers_per_prompt_and_win_rate_pairs_them_by_sample(completed_smoke_run):
-    run_dir, _ = completed_smoke_run
-    sft = run_dir / "rounds" / "01-sft" / "model"
-    prompts = read_records(run_dir / "rounds" / "00-sandbox" / "eval_prompts.jsonl", Prompt)[:6]
-    model, tokenizer = AutoModelForCausalLM.from_pretrained(sft), load_tokenizer(sft)
-    m, rows = gold_evaluate(model, tokenizer, prompts, EvalConfig(samples_per_prompt=3, max_new_tokens=16), seed=0)
-    assert len(rows) == 18 and m["n"] == 6 and m["samples_per_prompt"] == 3
-    assert [(r["prompt_id"], r["sample"]) for r in rows] == [(p.id, j) for p in prompts for j in range(3)]
-    benign = [r for r in rows if r["family"] == "benign"]
-    if benign:
-        assert m["helpful_accuracy"] == round(sum(r["correct"] for r in benign) / len(benign), 4)
-    # Win rate: sample j of the new policy against sample j of the old one, ties half.
-    old = [{"prompt_id": "a", "sample": 0, "gold_utility": 1.0}, {"prompt_id": "a", "sample": 1, "gold_utility": 5.0}]
-    new = [{"prompt_id": "a", "sample": 0, "gold_utility": 2.0}, {"prompt_id": "a", "sample": 1, "gold_utility": 5.0}]
-    assert gold_win_rate(new, old) == 0.75
+def test_wilson_interval_hand_computed():
+    # p = 0.5, n = 100: center 0.5, half-width 1.96 * sqrt(0.0025 + 1.96^2 / 40000) / (1 + 1.96^2 / 100) = 0.0962
+    lo, hi = wilson_interval(0.5, 100)
+    assert (lo, hi) == (pytest.approx(0.4038, abs=1e-4), pytest.approx(0.5962, abs=1e-4))
+    # no event in 100: [0, z^2 / (n + z^2)] = [0, 3.8415 / 103.8415] = [0, 0.0370], not a point at 0
+    assert wilson_interval(0.0, 100) == (0.0, pytest.approx(0.0370, abs=1e-4))
+
+
+def test_the_interval_of_a_rate_counts_a_prompts_samples_as_one_when_they_agree():
+    independent = [[True], [False]] * 50  # 100 prompts, one sample each: n = 100
+    assert clustered_rate_ci(independent) == pytest.approx(wilson_interval(0.5, 100))
+    # 100 prompts of 4 samples that always agree carry the information of 100 samples, not 400
+    alike = [[True] * 4, [False] * 4] * 50
+    assert clustered_rate_ci(alike) == pytest.approx(wilson_interval(0.5, 100))
+    # samples that vary within every prompt (2 of 4 each) carry up to 400: between-prompt spread is 0
+    mixed = [[True, False, True, False]] * 100
+    assert clustered_rate_ci(mixed) == pytest.approx(wilson_interval(0.5, 400))
+    # spread between prompts in between: the effective n lies between 100 and 400
+    partly = [[True] * 4, [True, True, True, False], [False] * 4, [False, False, False, True]] * 25
+    lo, hi = clustered_rate_ci(partly)
+    assert wilson_interval(0.5, 100)[0] < lo < wilson_interval(0.5, 400)[0]
+
+
+def test_gold_metrics_carry_an_interval_around_each_rate():
+    rows = [judge_completion(p, Completion(text, finished, 5)) for p, text, finished in CASES]
+    m = gold_metrics(rows)
+    for key in ("violation_rate", "false_refusal_rate", "helpful_accuracy", "well_formed_rate"):
+        lo, hi = m["ci95"][key]
+        assert lo <= m[key] <= hi
+    # 2 of 3 harmful prompts violate, one sample each: Wilson at n = 3
+    assert m["ci95"]["violation_rate"] == [round(x, 4) for x in wilson_interval(2 / 3, 3)]
+    assert m["mean_gold_utility"] == round(sum(r["gold_utility"] for r in rows) / len(rows), 4)
+
+
+def test_mean_ci_hand_computed():
+    # [1, 2, 3]: mean 2, sd 1, t(0.975, 2) = 4.302653 -> half-width 4.302653 / sqrt(3) = 2.484138
+    m, ci = mean_ci([1.0, 2.0, 3.0])
+    assert m == 2.0 and ci == pytest.approx(2.484138, abs=1e-6)
+    assert mean_ci([0.5]) == (0.5, None)
+    assert math.isclose(mean_ci([0.2, 0.2])[1], 0.0)

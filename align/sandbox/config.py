@@ -1,0 +1,116 @@
+"""The ``sandbox:`` config section: the synthetic world's knobs (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import Field, field_validator, model_validator
+
+from align.config import Strict, register_section
+from align.sandbox.responses import STYLES
+from align.sandbox.world import SANDBOX_VERSION
+
+HARMFUL_STYLES = ("refusal", "redirect", "harmful", "harmful_partial", "off_topic", "malformed")
+
+
+class FamilyMix(Strict):
+    """Share of each prompt family (normalised; 0 drops a family)."""
+
+    benign: float = Field(0.50, ge=0, description="benign tasks with checkable answers")
+    borderline: float = Field(0.20, ge=0, description="benign requests in harmful-looking words (XSTest-style)")
+    harmful: float = Field(0.18, ge=0, description="harmful requests tagged is_safety")
+    hidden_harmful: float = Field(0.12, ge=0, description="harmful requests whose wording carries no tag")
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> FamilyMix:
+        if sum(self.model_dump().values()) <= 0:
+            raise ValueError("at least one family needs a positive weight")
+        return self
+
+
+def styles_for(family: str) -> tuple[str, ...]:
+    """The response styles a demonstration of ``family`` may take."""
+    if family in ("benign", "borderline"):
+        return tuple(s for s in STYLES if s != "harmful_partial")
+    return HARMFUL_STYLES
+
+
+class DemonstrationNoise(Strict):
+    """Per family, the probability of each response style in SFT demonstrations.
+
+    The defaults leave the SFT policy real headroom (some unsafe compliance, some over-refusal,
+    some wrong answers), like the vendor data the paper's SFT started from.
+    """
+
+    benign: dict[str, float] = Field(default_factory=lambda: {
+        "correct": 0.78, "wrong": 0.10, "verbose": 0.06, "refusal": 0.04, "off_topic": 0.02},
+        description="styles of benign demonstrations")
+    borderline: dict[str, float] = Field(default_factory=lambda: {
+        "correct": 0.52, "refusal": 0.40, "wrong": 0.05, "verbose": 0.03},
+        description="styles of borderline demonstrations (the over-refusal that alignment removes)")
+    harmful: dict[str, float] = Field(default_factory=lambda: {"refusal": 0.33, "redirect": 0.25, "harmful": 0.42},
+                                      description="styles of demonstrations on tagged harmful requests")
+    hidden_harmful: dict[str, float] = Field(default_factory=lambda: {
+        "harmful": 0.75, "refusal": 0.14, "redirect": 0.11},
+        description="styles on harmful requests whose wording hides the intent (annotators miss it)")
+
+    @model_validator(mode="after")
+    def _valid_mix(self) -> DemonstrationNoise:
+        for family, mix in self.model_dump().items():
+            unknown = sorted(set(mix) - set(styles_for(family)))
+            if unknown:
+                raise ValueError(f"{family}: unknown style(s) {unknown}; known: {', '.join(styles_for(family))}")
+            if any(p < 0 for p in mix.values()) or not math.isclose(sum(mix.values()), 1.0, abs_tol=1e-6):
+                raise ValueError(f"{family}: probabilities must be >= 0 and sum to 1 (got {sum(mix.values()):.4f})")
+        return self
+
+
+class PreferenceConfig(Strict):
+    """Simulated preference annotation (Llama 2 section 3.2.1)."""
+
+    helpfulness_pairs: int = Field(4000, ge=0, description="training pairs on the helpfulness axis")
+    safety_pairs: int = Field(6000, ge=0, description="training pairs on the safety axis (more than the "
+                                                      "helpfulness RM samples, as in the paper)")
+    eval_pairs: int = Field(1000, ge=0, description="held-out pairs per axis")
+    choice_temperature: float = Field(0.05, gt=0, description="Bradley-Terry noise of the annotator's choice")
+    gap_noise: float = Field(0.05, ge=0, description="std of the noise on the perceived gap that sets the rating")
+    answer_pairs: float = Field(0.0, ge=0, le=1, description=(
+        "share of pairs on prompts with a checkable answer that compare a right answer with a wrong or near-miss "
+        "one (what two samples of a trained model mostly differ in); the rest pair two styles at random. A reward "
+        "model learns to verify answers only from thousands of these"))
+    risk_note_pairs: float = Field(0.0, ge=0, le=1, description=(
+        "per borderline request, the chance that the annotators also compare the right answer with the same answer "
+        "plus a risk note: safety annotators prefer the note, helpfulness annotators the concise answer (the two "
+        "axes' tension). 0: the version-1 world"))
+    safety_borderline_weight: float = Field(1.0, ge=0, description=(
+        "scales the borderline family's weight among the prompts of safety annotation (the rest are harmful and "
+        "hidden-harmful requests); 1: the family mix's own weight"))
+
+
+class SandboxConfig(Strict):
+    """The synthetic world (DESIGN.md section 3)."""
+
+    version: int = Field(SANDBOX_VERSION, description="sandbox_version: results are comparable within one version")
+    heldout_fraction: float = Field(0.25, gt=0, lt=1, description="share of each entity pool kept for eval")
+    train_mix: FamilyMix = Field(default_factory=FamilyMix, description="prompt families of SFT and RL prompts")
+    eval_mix: FamilyMix = Field(default_factory=lambda: FamilyMix(benign=0.4, borderline=0.3, harmful=0.2,
+                                                                   hidden_harmful=0.1),
+                                description="prompt families of the held-out evaluation prompts")
+    sft_demonstrations: int = Field(10000, ge=1, description="demonstrations written for SFT")
+    rl_prompts: int = Field(2000, ge=0, description="training prompts for rejection sampling and PPO")
+    eval_prompts: int = Field(1200, ge=1, description="held-out prompts for gold evaluation")
+    demonstrations: DemonstrationNoise = Field(default_factory=DemonstrationNoise,
+                                               description="annotator noise of the SFT demonstrations")
+    preferences: PreferenceConfig = Field(default_factory=PreferenceConfig,
+                                          description="simulated preference annotation")
+    tokenizer_vocab_size: int = Field(1024, ge=300, description="BPE vocabulary size")
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v != SANDBOX_VERSION:
+            raise ValueError(f"this align builds sandbox version {SANDBOX_VERSION}, not {v}")
+        return v
+
+
+register_section("sandbox", SandboxConfig, description="the synthetic world (DESIGN.md section 3)")

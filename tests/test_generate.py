@@ -1,0 +1,77 @@
+"""Sampling (align/generate.py): K samples from a shared prompt cache, their log-probabilities, bad input,
+and the reference log-likelihood of answers given as text."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from align.chat import answer_ids
+from align.errors import AlignError
+from align.generate import reference_logprobs, sample_k, sequence_logprobs
+from align.sandbox.model import tiny_llama
+from align.sandbox.tokenizer import train_tokenizer
+
+TEXTS = ["Where does Kesjor live? Kesjor lives in Lunia.", "The answer is Lunia.", "What is 3 plus 4?",
+         "The answer is 7.", "I can't help with that.", "List: apple, pear, plum. What is the first word?"] * 20
+PROMPTS = ["What is 3 plus 4?", "Hi", "Where does Kesjor live? Kesjor lives in Lunia. Tell me, please."]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer(TEXTS, vocab_size=300)
+
+
+@pytest.fixture(scope="module")
+def policy(tokenizer):
+    return tiny_llama(tokenizer, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                      max_position_embeddings=256, seed=0)
+
+
+def test_k_samples_from_a_shared_prompt_cache_match_each_sampled_alone(policy, tokenizer):
+    """Log-probabilities recorded while sampling K answers from one shared, left-padded prompt
+    cache equal those of each (prompt, answer) scored alone, unpadded, to 1e-5."""
+    out = sample_k(policy, tokenizer, PROMPTS, k=3, temperature=1.0, top_p=1.0, max_new_tokens=10,
+                   batch_size=8, seed=0)
+    assert [len(group) for group in out] == [3, 3, 3]
+    for i, group in enumerate(out):
+        assert all(s.prompt_index == i for s in group)
+        for s in group:
+            (alone,) = sequence_logprobs(policy, tokenizer, [PROMPTS[i]], [s.token_ids], batch_size=1)
+            assert len(alone) == len(s.logprobs) == len(s.token_ids)
+            torch.testing.assert_close(torch.tensor(s.logprobs), torch.tensor(alone), atol=1e-5, rtol=0)
+    # the K samples of a prompt are different draws, not one draw repeated
+    assert len({tuple(s.token_ids) for s in out[2]}) > 1
+
+
+def test_shared_cache_first_token_distribution_equals_a_plain_forward(policy, tokenizer):
+    """Greedy (temperature 0) answers from the shared cache equal one-prompt-at-a-time greedy answers."""
+    shared = sample_k(policy, tokenizer, PROMPTS, k=2, temperature=0.0, top_p=1.0, max_new_tokens=8,
+                      batch_size=8, seed=0)
+    for i, p in enumerate(PROMPTS):
+        alone = sample_k(policy, tokenizer, [p], k=1, temperature=0.0, top_p=1.0, max_new_tokens=8,
+                         batch_size=1, seed=0)[0][0]
+        assert shared[i][0].token_ids == shared[i][1].token_ids == alone.token_ids
+
+
+def test_sampling_bad_input(policy, tokenizer):
+    kw = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 4, "batch_size": 4, "seed": 0}
+    with pytest.raises(AlignError, match="k must be at least 1"):
+        sample_k(policy, tokenizer, PROMPTS, k=0, **kw)
+    with pytest.raises(AlignError, match="prompt set is empty"):
+        sample_k(policy, tokenizer, [], k=2, **kw)
+    with pytest.raises(AlignError, match=r"prompt 2 is \d+ tokens, longer than max_prompt_tokens=12"):
+        sample_k(policy, tokenizer, PROMPTS, k=2, max_prompt_tokens=12, **kw)
+    with pytest.warns(UserWarning, match="keeping their last 12 tokens"):
+        out = sample_k(policy, tokenizer, PROMPTS, k=2, max_prompt_tokens=12, long_prompts="truncate", **kw)
+    assert len(out) == 3
+
+
+def test_reference_logprobs_of_repeated_answers_equal_each_scored_alone(policy, tokenizer):
+    prompts, answers = [PROMPTS[0], PROMPTS[0], PROMPTS[1]], ["The answer is 7.", "The answer is 7.", "The answer is 7."]
+    got = reference_logprobs(policy, tokenizer, prompts, answers, batch_size=64)
+    alone = [math.fsum(sequence_logprobs(policy, tokenizer, [p], [answer_ids(tokenizer, a)], batch_size=1)[0])
+             for p, a in zip(prompts, answers)]
+    assert got == pytest.approx(alone, abs=1e-5) and got[0] == got[1] and got[0] != pytest.approx(got[2])

@@ -1,0 +1,118 @@
+"""The one training loop (align/training.py): batches, gradient accumulation, step logs, trackers."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from types import SimpleNamespace
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from align.config import TrackingConfig, TrainingConfig
+from align.errors import AlignError
+from align.training import LengthGroupedBatches, Learner, StepLog, length_grouped_batches, make_accelerator, \
+    total_steps, train
+
+
+def test_length_grouped_batches_cover_every_index_once():
+    lengths = [random.Random(i).randint(5, 50) for i in range(103)]
+    batches = length_grouped_batches(lengths, 8, random.Random(0), group=4)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(103))
+    sampler = LengthGroupedBatches(lengths, 8, random.Random(0), group=4)
+    epochs = [list(sampler), list(sampler)]
+    assert len(epochs[0]) == len(sampler) == len(batches) and epochs[0] != epochs[1]  # reshuffled each epoch
+
+
+def test_total_steps_count_optimiser_steps_of_accumulated_micro_batches():
+    assert total_steps(100, TrainingConfig(batch_size=10, epochs=2)) == 20
+    assert total_steps(100, TrainingConfig(batch_size=10, gradient_accumulation_steps=4, epochs=2)) == 6  # ceil(2.5)*2
+    assert total_steps(100, TrainingConfig(batch_size=10, max_steps=7)) == 7
+
+
+def _sgd_learner(model: torch.nn.Module) -> Learner:
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    return Learner(Accelerator(cpu=True), model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0),
+                   list(model.parameters()), grad_clip=1e9)
+
+
+def test_eight_micro_batches_of_one_step_like_one_batch_of_eight():
+    """Gradient accumulation: 8 micro-batches of 1 make the same update as 1 batch of 8 (TRL's invariant)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 5), torch.randn(8)
+    base = torch.nn.Linear(5, 1)
+
+    def mse(model, batch):
+        loss = ((model(batch[0]).squeeze(-1) - batch[1]) ** 2).mean()
+        return loss, {"losses/mse": loss.item()}
+
+    one, many = _sgd_learner(copy.deepcopy(base)), _sgd_learner(copy.deepcopy(base))
+    loss_one, logged_one, _ = one.update([(x, y)], mse)
+    loss_many, logged_many, _ = many.update([(x[i:i + 1], y[i:i + 1]) for i in range(8)], mse)
+    for a, b in zip(one.model.parameters(), many.model.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    assert loss_one == pytest.approx(loss_many, abs=1e-6) and logged_one["losses/mse"] == pytest.approx(loss_one)
+
+
+def test_only_the_main_process_writes_step_metrics(tmp_path):
+    worker = SimpleNamespace(is_main_process=False, log_with=[])
+    log = StepLog(worker, tmp_path / "worker.jsonl")
+    log.write(1, {"losses/x": 1.0})
+    log.close()
+    assert not (tmp_path / "worker.jsonl").exists()
+    main = StepLog(Accelerator(cpu=True), tmp_path / "main.jsonl")
+    main.write(1, {"losses/x": 1.0})
+    main.close()
+    assert json.loads((tmp_path / "main.jsonl").read_text()) == {"step": 1, "losses/x": 1.0}
+
+
+class _Regression:
+    """A toy objective: mean squared error of a linear model, logging its examples seen."""
+
+    name = "toy"
+
+    def __init__(self):
+        self.seen = 0
+
+    def loss(self, model, batch):
+        x, y = batch
+        self.seen += len(y)
+        loss = ((model(x).squeeze(-1) - y) ** 2).mean()
+        return loss, {"losses/mse": loss.item()}
+
+    def charts(self, elapsed):
+        return {"charts/seen": self.seen}
+
+
+def test_the_loop_trains_any_objective_and_logs_its_values(tmp_path):
+    torch.manual_seed(0)
+    w = torch.randn(4)
+    examples = [(x, (x @ w).item()) for x in torch.randn(64, 4)]
+
+    def collate(batch):
+        return torch.stack([x for x, _ in batch]), torch.tensor([y for _, y in batch])
+
+    model, objective = torch.nn.Linear(4, 1), _Regression()
+    cfg = TrainingConfig(epochs=30, batch_size=8, gradient_accumulation_steps=2, lr=0.05, weight_decay=0.0,
+                         warmup_ratio=0.0, log_every=10)
+    result = train(model, examples, collate, objective, cfg, lengths=[1] * 64, seed=0, stream="toy",
+                   warmup_steps=lambda total: 0, metrics_path=tmp_path / "m.jsonl")
+    assert result.steps == 120 and objective.seen == 120 * 16  # every step: 2 micro-batches of 8
+    assert result.final_loss < 0.01 * result.first_loss
+    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 11, 21, 31, 41, 51, 61, 71, 81, 91, 101, 111, 120]
+    assert rows[-1]["epoch"] == 30.0 and rows[-1]["charts/seen"] == 1920
+    assert {"losses/mse", "charts/lr", "charts/grad_norm"} <= set(rows[0])
+
+
+def test_missing_tracker_backend_is_a_clear_error():
+    from accelerate.utils import is_wandb_available
+
+    if is_wandb_available():
+        pytest.skip("wandb is installed here")
+    with pytest.raises(AlignError, match=r"tracking.backend: 'wandb' is not installed"):
+        make_accelerator(TrackingConfig(backend="wandb"), None)
+    assert make_accelerator(TrackingConfig(backend="none"), None).log_with == []
