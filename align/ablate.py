@@ -231,5 +231,5 @@ def run_ablation(cfg: CampaignConfig, run_dir: Path, *, workers: int | None = No
     (out / "report.md").write_text(Template(REPORT).render(
         campaign=cfg.campaign, shared=record["shared_rounds"] or ["none"], downstream=record["downstream_stages"],
         seeds=cfg.ablation.seeds, arms=len(arms), workers=workers, seconds=record["seconds"], n=record["n"],
-        reference=reference, rows=rows, metrics=METRICS, fmt=_fmt, gold_score=GOLD_SCORE))
+        reference=reference, rows=rows, metrics=METRICS, fmt=_fmt, gold_score=GOLD_SCORE) + "\n")
     return record
