@@ -6,6 +6,7 @@ config turns it on; nothing is fetched from a hub (``local_files_only``).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -63,7 +64,11 @@ def with_lora(model: PreTrainedModel, lora: LoraSettings) -> PeftModel:
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
     try:
-        return get_peft_model(model, config)
+        with warnings.catch_warnings():
+            # peft 0.21's PeftModel.__init__ reads model.is_gradient_checkpointing, which transformers 5 deprecates
+            # in favour of is_activation_checkpointing (peft/peft_model.py:184): peft's to fix, not the user's
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return get_peft_model(model, config)
     except ValueError as e:
         raise AlignError(f"lora.target_modules {lora.target_modules}: {e}") from None
 

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-
 from align.combine import calibrate_threshold
 from align.combine.config import CombineConfig
 from align.config import ModelConfig

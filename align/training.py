@@ -231,9 +231,9 @@ def train(model: PreTrainedModel, examples: Sequence[Any], collate: Callable[[li
         loss, values, grad_norm = learner.update(micro, objective.loss)
         losses.append(loss)
         if step % cfg.log_every == 0 or step == total - 1:
-            log.write(step + 1, {"epoch": round((step + 1) / per_epoch, 4), **{k: round(v, 5) for k, v in values.items()},
-                                 **objective.charts(log.elapsed), "charts/lr": learner.scheduler.get_last_lr()[0],
-                                 "charts/grad_norm": round(grad_norm, 4)})
+            log.write(step + 1, {"epoch": round((step + 1) / per_epoch, 4),
+                                 **{k: round(v, 5) for k, v in values.items()}, **objective.charts(log.elapsed),
+                                 "charts/lr": learner.scheduler.get_last_lr()[0], "charts/grad_norm": round(grad_norm, 4)})
         bar.set_postfix(loss=f"{loss:.3f}")
     log.close()
     tail = losses[-max(1, len(losses) // 10):]

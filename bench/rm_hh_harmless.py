@@ -99,8 +99,8 @@ def run(*, data: Path = DATA, limit: int | None = None, max_len: int = 256, prom
     result = train_reward_model(model, tok, train, cfg, seed=seed)
     ours_s = time.perf_counter() - t0
     ours_gflops = _train_gflops(model, result.tokens, ours_s)
-    ours_acc = _accuracy(score(model, tok, prompts, [p.chosen for p in test], max_seq_len=max_len, batch_size=cfg.eval_batch_size),
-                         score(model, tok, prompts, [p.rejected for p in test], max_seq_len=max_len, batch_size=cfg.eval_batch_size))
+    ours_acc = _accuracy(*(score(model, tok, prompts, [getattr(p, side) for p in test], max_seq_len=max_len,
+                                 batch_size=cfg.eval_batch_size) for side in ("chosen", "rejected")))
 
     # --- TRL RewardTrainer ------------------------------------------------------------
     from datasets import Dataset

@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 
 from align.campaign import run_campaign
-from align.config import load_config
-from align.config import ModelConfig
+from align.config import ModelConfig, load_config
 from align.reward.config import RewardModelConfig
 from align.reward.model import load_reward_model, score
 from align.sandbox.build import read_preferences

@@ -52,3 +52,37 @@ def statuses(run_dir: Path, *overrides: str) -> dict[str, str]:
 
 def manifest(run_dir: Path, round_id: str) -> dict:
     return json.loads((run_dir / "rounds" / round_id / "manifest.json").read_text())
+
+
+# --- a tiny policy and tokenizer, and fixed reward models, for unit tests ----------------------
+TEXTS = ["Where does Kesjor live? Kesjor lives in Lunia.", "The answer is Lunia.", "What is 3 plus 4?",
+         "The answer is 7.", "I can't help with that.", "List: apple, pear, plum. What is the first word?"] * 20
+PROMPTS = ["What is 3 plus 4?", "Hi", "Where does Kesjor live? Kesjor lives in Lunia. Tell me, please."]
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from align.sandbox.tokenizer import train_tokenizer
+
+    return train_tokenizer(TEXTS, vocab_size=300)
+
+
+@pytest.fixture(scope="session")
+def policy(tokenizer):
+    from align.sandbox.model import tiny_llama
+
+    return tiny_llama(tokenizer, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                      max_position_embeddings=256, seed=0)
+
+
+class FixedRewardModels:
+    """R_h per response text, R_s 0.9 (the gate reads R_h on an untagged prompt)."""
+
+    def __init__(self, r_h: dict[str, float]):
+        self.r_h = r_h
+
+    def probabilities(self, prompts, responses):
+        import torch
+
+        return (torch.tensor([self.r_h[r] for r in responses], dtype=torch.float64),
+                torch.full((len(responses),), 0.9, dtype=torch.float64))

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import yaml
-
 from conftest import ROOT, SMOKE, align_cli
 
 from align.ablate import summarize

@@ -137,7 +137,8 @@ def test_every_config_field_has_a_description():
 def test_the_ablation_config_shares_the_default_campaigns_rounds():
     """Every field but the stage list and the ablation section equals the default campaign's, and the
     shared rounds have the same ids and parents: `align ablate` after `make demo` reuses them."""
-    demo, ablate = load_config(ROOT / "configs" / "sandbox.yaml"), load_config(ROOT / "configs" / "ablate-combination.yaml")
+    demo = load_config(ROOT / "configs" / "sandbox.yaml")
+    ablate = load_config(ROOT / "configs" / "ablate-combination.yaml")
     assert demo.model_dump(exclude={"stages", "ablation"}) == ablate.model_dump(exclude={"stages", "ablation"})
     shared = [(p.id, [q.id for q in p.parents]) for p in plan_rounds(ablate)[:4]]
     assert shared == [(p.id, [q.id for q in p.parents]) for p in plan_rounds(demo)[:4]]

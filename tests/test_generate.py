@@ -7,27 +7,11 @@ import math
 
 import pytest
 import torch
+from conftest import PROMPTS
 
 from align.chat import answer_ids
 from align.errors import AlignError
 from align.generate import reference_logprobs, sample_k, sequence_logprobs
-from align.sandbox.model import tiny_llama
-from align.sandbox.tokenizer import train_tokenizer
-
-TEXTS = ["Where does Kesjor live? Kesjor lives in Lunia.", "The answer is Lunia.", "What is 3 plus 4?",
-         "The answer is 7.", "I can't help with that.", "List: apple, pear, plum. What is the first word?"] * 20
-PROMPTS = ["What is 3 plus 4?", "Hi", "Where does Kesjor live? Kesjor lives in Lunia. Tell me, please."]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return train_tokenizer(TEXTS, vocab_size=300)
-
-
-@pytest.fixture(scope="module")
-def policy(tokenizer):
-    return tiny_llama(tokenizer, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                      max_position_embeddings=256, seed=0)
 
 
 def test_k_samples_from_a_shared_prompt_cache_match_each_sampled_alone(policy, tokenizer):
@@ -70,7 +54,7 @@ def test_sampling_bad_input(policy, tokenizer):
 
 
 def test_reference_logprobs_of_repeated_answers_equal_each_scored_alone(policy, tokenizer):
-    prompts, answers = [PROMPTS[0], PROMPTS[0], PROMPTS[1]], ["The answer is 7.", "The answer is 7.", "The answer is 7."]
+    prompts, answers = [PROMPTS[0], PROMPTS[0], PROMPTS[1]], ["The answer is 7."] * 3
     got = reference_logprobs(policy, tokenizer, prompts, answers, batch_size=64)
     alone = [math.fsum(sequence_logprobs(policy, tokenizer, [p], [answer_ids(tokenizer, a)], batch_size=1)[0])
              for p, a in zip(prompts, answers)]

@@ -1,4 +1,5 @@
-"""Fine-tuning with the answer-only loss (align/sft.py): masking, the loss formula, and training that lowers the loss."""
+"""Fine-tuning with the answer-only loss (align/sft.py): masking, the loss formula, and training that
+lowers the loss."""
 
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ from accelerate import Accelerator
 
 from align.config import TrackingConfig, TrainingConfig
 from align.errors import AlignError
-from align.training import LengthGroupedBatches, Learner, StepLog, length_grouped_batches, make_accelerator, \
-    total_steps, train
+from align.training import (Learner, LengthGroupedBatches, StepLog, length_grouped_batches, make_accelerator,
+                            total_steps, train)
 
 
 def test_length_grouped_batches_cover_every_index_once():

@@ -15,9 +15,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from align.chat import pad
 from align.config import ModelConfig
 from align.models import DTYPES, load_tokenizer, require_safetensors
-from align.chat import pad
 from align.reward.data import encode
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from accelerate.utils import set_seed
 from pydantic import Field
 
-from align.config import CampaignConfig, Strict, StageSpec
+from align.config import CampaignConfig, StageSpec, Strict
 from align.evaluation.reward import verify_answers
 from align.records import PreferencePair, read_records
 from align.reward.client import RewardModel
@@ -84,7 +84,8 @@ def _pairs(ctx: StageContext, axis: str, other: str, rm_cfg: RewardModelConfig) 
                     f"{rep['eval']} eval" + (f", dropped {rep['dropped']}" if rep["dropped"] else ""))
     else:
         world = ctx.parents.sandbox.path
-        pairs = {f"{a}_{split}": read_preferences(world, a, split) for a in (axis, other) for split in ("train", "eval")}
+        pairs = {f"{a}_{split}": read_preferences(world, a, split)
+                 for a in (axis, other) for split in ("train", "eval")}
     refreshed = {a: 0 for a in (axis, other)}
     for prefs in ctx.parents.prior("prefs"):  # pairs of earlier preference-refresh rounds
         for a in (axis, other):

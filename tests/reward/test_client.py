@@ -7,45 +7,18 @@ import math
 
 import pytest
 import torch
+from conftest import PROMPTS, TEXTS, FixedRewardModels
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from align.combine.config import CombineConfig
 from align.records import Prompt, distinct
 from align.reward.client import RewardModel, RewardModels, score_responses
 from align.reward.model import score
-from align.sandbox.model import tiny_llama
 from align.sandbox.tokenizer import train_tokenizer
 from align.stages.rs import RejectionConfig, sample_and_score
 
-TEXTS = ["Where does Kesjor live? Kesjor lives in Lunia.", "The answer is Lunia.", "What is 3 plus 4?",
-         "The answer is 7.", "I can't help with that.", "List: apple, pear, plum. What is the first word?"] * 20
-PROMPTS = ["What is 3 plus 4?", "Hi", "Where does Kesjor live? Kesjor lives in Lunia. Tell me, please."]
 
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return train_tokenizer(TEXTS, vocab_size=300)
-
-
-@pytest.fixture(scope="module")
-def policy(tokenizer):
-    return tiny_llama(tokenizer, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                      max_position_embeddings=256, seed=0)
-
-
-
-class _FixedRewardModels:
-    """R_h per response text, R_s 0.9 (the gate reads R_h on an untagged prompt)."""
-
-    def __init__(self, r_h: dict[str, float]):
-        self.r_h = r_h
-
-    def probabilities(self, prompts, responses):
-        return (torch.tensor([self.r_h[r] for r in responses], dtype=torch.float64),
-                torch.full((len(responses),), 0.9, dtype=torch.float64))
-
-
-class _CountingRewardModels(_FixedRewardModels):
+class _CountingRewardModels(FixedRewardModels):
     def probabilities(self, prompts, responses):
         self.calls = list(zip(prompts, responses))
         return super().probabilities(prompts, responses)
@@ -54,7 +27,8 @@ class _CountingRewardModels(_FixedRewardModels):
 def test_repeated_samples_are_scored_once_and_every_row_gets_its_score():
     assert distinct(["a", "b", "a", "c", "b"]) == ([0, 1, 3], [0, 1, 0, 2, 1])
     assert distinct([]) == ([], [])
-    p1, p2 = (Prompt(id=i, text=t, family="benign", category="x", is_safety=False) for i, t in (("1", "Q1"), ("2", "Q2")))
+    p1, p2 = (Prompt(id=i, text=t, family="benign", category="x", is_safety=False)
+              for i, t in (("1", "Q1"), ("2", "Q2")))
     rms = _CountingRewardModels({"A.": 0.8, "B.": 0.4})
     scored = score_responses(rms, CombineConfig(), [p1, p1, p1, p2, p2], ["A.", "B.", "A.", "A.", "A."])
     assert rms.calls == [("Q1", "A."), ("Q1", "B."), ("Q2", "A.")]  # the same answer to another prompt is new

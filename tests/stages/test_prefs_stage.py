@@ -65,7 +65,8 @@ def test_prefs_with_the_ai_labeler_and_imported_labels(smoke_copy, tmp_path):
     labels.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": "good answer", "rejected": "bad answer",
                                           "rating": "better"}) + "\n" for i in range(5)))
     spec = str(ROOT / "data_specs" / "generic_pairs.yaml")
-    result = align_cli("run", str(smoke_copy / "campaign.yaml"), "--run-dir", str(smoke_copy), "--until", "07-rm-helpfulness",
+    result = align_cli("run", str(smoke_copy / "campaign.yaml"), "--run-dir", str(smoke_copy),
+                       "--until", "07-rm-helpfulness",
                        "--set", "prefs.labeler=jsonl", "--set", f"prefs.data=[{{spec: {spec}, path: {labels}}}]")
     assert result.returncode == 0, result.stderr
     m = manifest(smoke_copy, "06-prefs")["metrics"]

@@ -9,6 +9,7 @@ import os
 import signal
 
 import pytest
+from conftest import manifest, statuses
 from pydantic import Field
 
 import align.config
@@ -18,7 +19,6 @@ from align.config import Strict, load_config
 from align.errors import AlignError
 from align.sandbox.build import read_prompts
 from align.stages import Planned, Stage, StageContext, get_stage, register, stage_kinds
-from conftest import manifest, statuses
 
 
 class ToyConfig(Strict):

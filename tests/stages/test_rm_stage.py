@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import ROOT, align_cli, manifest, statuses
 from safetensors.torch import load_file
 
-from align.records import PreferencePair, read_records
 from align.config import ModelConfig
+from align.records import PreferencePair, read_records
 from align.reward.model import load_reward_model, score
-from conftest import ROOT, align_cli, manifest, statuses
 
 
 def _metrics(run_dir, round_id):

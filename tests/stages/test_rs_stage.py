@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import align_cli, manifest, statuses
+from conftest import FixedRewardModels, align_cli, manifest, statuses
 
 from align.chat import answer_ids
 from align.combine.config import CombineConfig
@@ -59,17 +59,6 @@ def test_regularized_selection_value_and_the_rounds_reward_scale_hand_computed()
     assert plain(torch.tensor([0.3])).tolist() == pytest.approx([0.3])
 
 
-class _FixedRewardModels:
-    """R_h per response text, R_s 0.9 (the gate reads R_h on an untagged prompt)."""
-
-    def __init__(self, r_h: dict[str, float]):
-        self.r_h = r_h
-
-    def probabilities(self, prompts, responses):
-        return (torch.tensor([self.r_h[r] for r in responses], dtype=torch.float64),
-                torch.full((len(responses),), 0.9, dtype=torch.float64))
-
-
 def test_regularized_best_of_k_keeps_the_answer_the_reference_finds_likely_and_pools_on_one_scale():
     prompt = Prompt(id="p", text="What is 3 plus 4?", family="benign", category="arithmetic", is_safety=False,
                     answer="7", split="train", template="t", entities=())
@@ -90,7 +79,7 @@ def test_regularized_best_of_k_keeps_the_answer_the_reference_finds_likely_and_p
     # kl_coef 1: logits 2.197 and 0.405 whiten to +1 and -1; values 1 - 10 = -9 and -1 - 1 = -2
     marked = [dict(r) for r in rows]
     prior = [{"prompt_id": "p", "response": "The answer is 8.", "best_in_round": True}]
-    rms = _FixedRewardModels({"The answer is 8.": 0.3})
+    rms = FixedRewardModels({"The answer is 8.": 0.3})
     kept = select_training_set(marked, prior, {"p": prompt}, rms, CombineConfig(), RejectionConfig(k=2, kl_coef=1.0),
                                ref_logprobs)
     assert kept == [(prompt.text, "The answer is 7.")]

@@ -16,7 +16,8 @@ def test_the_world_round_holds_the_world_and_its_counts(completed_smoke_run):
     assert len(read_prompts(world, "rl")) == 64 and len(read_preferences(world, "safety", "train")) == 200
     # the slice is what generate_world and write_world read: the sandbox section, nothing else
     assert m["config"]["seed"] == 0 and all(k == "seed" or k.startswith("sandbox.") for k in m["config"])
-    assert {"sandbox.preferences.risk_note_pairs", "sandbox.tokenizer_vocab_size", "sandbox.train_mix"} <= set(m["config"])
+    assert {"sandbox.preferences.risk_note_pairs", "sandbox.tokenizer_vocab_size", "sandbox.train_mix"} <= \
+        set(m["config"])
     assert "sandbox.version" not in m["config"]  # validated when the config loads, never read to build the world
 
 
