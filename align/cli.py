@@ -80,6 +80,17 @@ def status(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
         duration = f"{r['duration_s']:.1f}s" if r["duration_s"] is not None else ""
         table.add_row(r["id"], r["kind"], r["status"], key, duration)
     Console().print(table)
+    reward_models = [r for r in record["rounds"] if "cross_axis" in r["metrics"]]
+    if reward_models:  # each reward model on each axis's held-out pairs, as Llama 2's Table 7
+        sets = sorted({axis for r in reward_models for axis in r["metrics"]["cross_axis"]})
+        cross = Table(title="reward models: accuracy on each test set (Llama 2 Table 7; * its own axis)")
+        for column in ("round", *(f"{axis} test set" for axis in sets)):
+            cross.add_column(column)
+        for r in reward_models:
+            acc = r["metrics"]["cross_axis"]
+            cross.add_row(r["id"], *(f"{acc[a]:.3f}{' *' if a == r['metrics']['axis'] else ''}" if a in acc else ""
+                                     for a in sets))
+        Console().print(cross)
 
 
 @app.command()

@@ -157,6 +157,9 @@ def test_status_json_lineage_and_diff(completed_smoke_run):
     table = align_cli("status", str(run_dir)).stdout
     assert "01-sft" in table and "violation_rate=" in table
     assert f"accuracy={status['rounds'][4]['metrics']['accuracy']}" in table  # rm rounds show their accuracy
+    cross = status["rounds"][4]["metrics"]["cross_axis"]  # 04-rm-safety on both test sets, as Table 7
+    assert "reward models: accuracy on each test set" in table
+    assert f"{cross['helpfulness']:.3f}" in table and f"{cross['safety']:.3f} *" in table
     lineage = align_cli("lineage", str(run_dir)).stdout
     assert lineage.index("00-sandbox") < lineage.index("01-sft") < lineage.index("02-eval")
     diff = align_cli("diff", str(run_dir), "01-sft", "02-eval")

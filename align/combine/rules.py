@@ -5,6 +5,9 @@ Inputs are probabilities in [0, 1] (the sigmoid of each reward model's score), o
 
     R_c = R_s  if is_safety(prompt) or R_s < 0.15  else  R_h
 
+Its two parts can be ablated: ``threshold: 0`` is the tag alone, ``use_tag: 0`` the threshold alone.
+``safe_rlhf`` is Safe RLHF's Lagrangian reward with a fixed multiplier.
+
 A user rule is any ``module:function`` with the same signature; it is probed on a small batch
 (shape and NaN checks) when the config is loaded, before anything trains.
 """
@@ -18,6 +21,7 @@ from typing import Any
 
 import torch
 
+from align.combine.transform import logit
 from align.errors import AlignError
 
 Rule = Callable[..., torch.Tensor]  # (r_h, r_s, is_safety, **params) -> (N,) combined reward
@@ -26,9 +30,15 @@ LLAMA2_THRESHOLD = 0.15  # Llama 2: precision 0.89, recall 0.55 on Meta Safety t
 
 
 def llama2_gate(r_h: torch.Tensor, r_s: torch.Tensor, is_safety: torch.Tensor, *,
-                threshold: float = LLAMA2_THRESHOLD) -> torch.Tensor:
-    """The safety score on tagged prompts or when it flags the response as unsafe; else helpfulness."""
-    return torch.where(is_safety | (r_s < threshold), r_s, r_h)
+                threshold: float = LLAMA2_THRESHOLD, use_tag: float = 1.0) -> torch.Tensor:
+    """The safety score on tagged prompts or when it flags the response as unsafe; else helpfulness
+    (Llama 2 eq. 1, page 14). ``use_tag: 0`` ignores the prompt's tag: the threshold alone."""
+    return torch.where(_gated(r_s, is_safety, threshold, use_tag), r_s, r_h)
+
+
+def _gated(r_s: torch.Tensor, is_safety: torch.Tensor, threshold: float, use_tag: float) -> torch.Tensor:
+    """Where the gate reads the safety score: a tagged prompt (when the tag is used), or ``R_s < threshold``."""
+    return (is_safety & bool(use_tag)) | (r_s < threshold)
 
 
 def helpfulness_only(r_h: torch.Tensor, r_s: torch.Tensor, is_safety: torch.Tensor) -> torch.Tensor:
@@ -45,18 +55,28 @@ def weighted_sum(r_h: torch.Tensor, r_s: torch.Tensor, is_safety: torch.Tensor, 
     return (1.0 - safety_weight) * r_h + safety_weight * r_s
 
 
+def safe_rlhf(r_h: torch.Tensor, r_s: torch.Tensor, is_safety: torch.Tensor, *,
+               cost_weight: float = 1.0) -> torch.Tensor:
+    """Safe RLHF's reward ``r - lambda * c`` (Dai et al. 2023, eq. 12) with the safety RM's score as the
+    negative cost (``c = -logit(R_s)``) and a fixed ``lambda`` (``cost_weight``): on the score scale
+    ``logit(R_h) + lambda * logit(R_s)``, returned as a probability. Blind to the prompt's tag."""
+    return torch.sigmoid(logit(r_h) + cost_weight * logit(r_s))
+
+
 def minimum(r_h: torch.Tensor, r_s: torch.Tensor, is_safety: torch.Tensor) -> torch.Tensor:
     """The worse of the two: a response must be both helpful and safe to score high."""
     return torch.minimum(r_h, r_s)
 
 
 RULES: dict[str, Rule] = {"llama2_gate": llama2_gate, "helpfulness_only": helpfulness_only,
-                          "safety_only": safety_only, "weighted_sum": weighted_sum, "min": minimum}
+                          "safety_only": safety_only, "weighted_sum": weighted_sum, "min": minimum,
+                          "safe_rlhf": safe_rlhf}
 
 
-def gate_branch(r_s: torch.Tensor, is_safety: torch.Tensor, threshold: float = LLAMA2_THRESHOLD) -> list[str]:
+def gate_branch(r_s: torch.Tensor, is_safety: torch.Tensor, threshold: float = LLAMA2_THRESHOLD,
+                use_tag: float = 1.0) -> list[str]:
     """Which branch of the Llama 2 gate each entry took: ``safety_tag``, ``safety_low`` or ``helpfulness``."""
-    return ["safety_tag" if t else "safety_low" if s < threshold else "helpfulness"
+    return ["safety_tag" if t and use_tag else "safety_low" if s < threshold else "helpfulness"
             for s, t in zip(r_s.tolist(), is_safety.tolist())]
 
 

@@ -4,6 +4,10 @@ DESIGN.md section 3; Llama 2 sections 3.1 (demonstrations) and 3.2.1 (4-level pr
 ratings, the three safety bins, pairs with a safe rejected and an unsafe chosen answer dropped).
 Preferences come from the gold judges plus annotator noise: a Bradley-Terry choice with
 temperature ``choice_temperature`` and a noisy perceived gap that sets the rating.
+
+``Annotators`` is the annotation policy of a world (which requests each axis annotates, and the
+safety annotators' caution on borderline requests): the world's pairs and every ``prefs`` round
+use the same one.
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ import math
 import random
 from collections.abc import Mapping
 
+from dataclasses import dataclass
+
 from align.records import Demonstration, PreferencePair, Prompt
-from align.sandbox.judges import judge_helpfulness, judge_safety, utility
+from align.sandbox.judges import HelpfulnessVerdict, SafetyVerdict, is_well_formed, judge_helpfulness, judge_safety, \
+    utility
 from align.sandbox.responses import render_response
 
 
@@ -54,10 +61,22 @@ def compare_helpfulness(prompt: Prompt, a: str, b: str, rng: random.Random, *,
                    gap_noise=gap_noise)
 
 
-def compare_safety(prompt: Prompt, a: str, b: str, rng: random.Random, *,
-                   choice_temperature: float, gap_noise: float) -> PreferencePair | None:
+ANSWERING_RISK = 1.5  # what a cautious safety annotator charges for answering a borderline request
+
+
+def cautious_utility(prompt: Prompt, response: str, safety: SafetyVerdict, helpfulness: HelpfulnessVerdict) -> float:
+    """A cautious safety annotator's value of a response to a borderline request: the safety
+    annotators' value (``judges.utility``) less ``ANSWERING_RISK`` for answering at all, so a refusal
+    (4 + 0.1) beats the right answer (4 + 1.0 - 1.5) by a "significantly better" gap of 0.6."""
+    value = utility(prompt, response, safety, helpfulness)
+    return value - ANSWERING_RISK if not helpfulness.refused and is_well_formed(response) else value
+
+
+def compare_safety(prompt: Prompt, a: str, b: str, rng: random.Random, *, choice_temperature: float,
+                   gap_noise: float, caution: float = 0.0) -> PreferencePair | None:
     """A safety annotator's comparison: safer first, then more helpful, and a risk note on a
-    borderline request counts for it (``judges.gold_utility``); with the safety bin.
+    borderline request counts for it (``judges.gold_utility``); with the safety bin. On a borderline
+    request, with probability ``caution`` the annotator is cautious (``cautious_utility``).
 
     Returns None when the texts are equal or when the annotator chose an unsafe answer over a
     safe one (Llama 2 drops those pairs).
@@ -67,7 +86,8 @@ def compare_safety(prompt: Prompt, a: str, b: str, rng: random.Random, *,
     sa, sb = judge_safety(prompt, a), judge_safety(prompt, b)
     # Lexicographic: one step of the 5-point safety rating outweighs any helpfulness gap;
     # between equally safe answers, the helpfulness gap (and a risk note) decides.
-    va, vb = utility(prompt, a, sa, judge_helpfulness(prompt, a)), utility(prompt, b, sb, judge_helpfulness(prompt, b))
+    value = cautious_utility if caution and prompt.family == "borderline" and rng.random() < caution else utility
+    va, vb = value(prompt, a, sa, judge_helpfulness(prompt, a)), value(prompt, b, sb, judge_helpfulness(prompt, b))
     pair = _choose(prompt, a, b, va, vb, rng, axis="safety", choice_temperature=choice_temperature,
                    gap_noise=gap_noise)
     chosen_safe = not (sa if pair.chosen == a else sb).violation
@@ -112,3 +132,57 @@ def risk_note_responses(prompt: Prompt, rng: random.Random) -> tuple[str, str]:
     safety and helpfulness annotators disagree (``judges.gold_utility``)."""
     styles = ("correct", "cautious") if rng.random() < 0.5 else ("cautious", "correct")
     return render_response(prompt, styles[0], rng), render_response(prompt, styles[1], rng)
+
+
+HELPFULNESS_FAMILIES = ("benign", "borderline")  # annotated for helpfulness in every version
+SAFETY_FAMILIES = ("borderline", "harmful", "hidden_harmful")
+
+
+@dataclass(frozen=True)
+class Annotators:
+    """A world's annotation policy: the requests each axis annotates and how its annotators judge.
+
+    Helpfulness annotation covers benign and borderline requests and, scaled by ``harmful_weight`` and
+    ``hidden_weight``, harmful ones (judged from the requester's view); safety annotation covers
+    borderline (scaled by ``borderline_weight``), harmful and hidden harmful (scaled by
+    ``safety_hidden_weight``) requests, with ``caution`` on borderline ones.
+    """
+
+    choice_temperature: float
+    gap_noise: float
+    harmful_weight: float = 0.0
+    hidden_weight: float = 0.0
+    borderline_weight: float = 1.0
+    safety_hidden_weight: float = 1.0
+    caution: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg) -> Annotators:
+        """From a ``sandbox.preferences`` config (``PreferenceConfig``)."""
+        return cls(cfg.choice_temperature, cfg.gap_noise, cfg.helpfulness_harmful_weight,
+                   cfg.helpfulness_hidden_weight, cfg.safety_borderline_weight, cfg.safety_hidden_weight,
+                   cfg.borderline_caution)
+
+    def family_weights(self, axis: str, mix: Mapping[str, float]) -> dict[str, float]:
+        """The weight of each prompt family among the prompts ``axis`` annotates, from a family mix."""
+        scale = ({"benign": 1.0, "borderline": 1.0, "harmful": self.harmful_weight, "hidden_harmful": self.hidden_weight}
+                 if axis == "helpfulness" else
+                 {"benign": 0.0, "borderline": self.borderline_weight, "harmful": 1.0,
+                  "hidden_harmful": self.safety_hidden_weight})
+        return {f: w * scale[f] for f, w in mix.items()}
+
+    def axes(self, prompt: Prompt) -> list[str]:
+        """The axes that annotate ``prompt`` (by family; a prompt of no known family goes to both)."""
+        helpful = HELPFULNESS_FAMILIES + (("harmful",) if self.harmful_weight else ()) + (
+            ("hidden_harmful",) if self.hidden_weight else ())
+        if prompt.family not in HELPFULNESS_FAMILIES + SAFETY_FAMILIES:
+            return ["helpfulness", "safety"]
+        return [a for a, fams in (("helpfulness", helpful), ("safety", SAFETY_FAMILIES)) if prompt.family in fams]
+
+    def compare(self, prompt: Prompt, a: str, b: str, axis: str, rng: random.Random) -> PreferencePair | None:
+        """The ``axis`` annotators' comparison of two answers (None: no pair)."""
+        if axis == "helpfulness":
+            return compare_helpfulness(prompt, a, b, rng, choice_temperature=self.choice_temperature,
+                                       gap_noise=self.gap_noise)
+        return compare_safety(prompt, a, b, rng, choice_temperature=self.choice_temperature, gap_noise=self.gap_noise,
+                              caution=self.caution)

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from align.records import Demonstration, PreferencePair, Prompt, content_hash, read_records, write_jsonl
-from align.sandbox.annotators import (compare_helpfulness, compare_safety, demonstrate, risk_note_responses,
-                                      sample_pair_responses)
-from align.sandbox.config import SandboxConfig
+from align.sandbox.annotators import Annotators, demonstrate, risk_note_responses, sample_pair_responses
+from align.sandbox.config import PreferenceConfig, SandboxConfig
 from align.sandbox.tokenizer import train_tokenizer
-from align.sandbox.world import SANDBOX_VERSION, Entities, build_entities, entity_pieces, sample_prompts, spell_out
+from align.sandbox.world import Entities, build_entities, entity_pieces, sample_prompts, spell_out
 
 
 @dataclass(frozen=True)
@@ -42,46 +41,45 @@ def generate_world(cfg: SandboxConfig, seed: int) -> World:
     """All datasets of the world for ``seed``; deterministic."""
     entities = build_entities(seed, cfg.heldout_fraction)
     train_mix, eval_mix = cfg.train_mix.model_dump(), cfg.eval_mix.model_dump()
+    tagged = cfg.borderline_tagged
     rng = random.Random(f"demonstrations:{seed}")
     sft_prompts = sample_prompts(entities, split="train", n=cfg.sft_demonstrations, family_weights=train_mix,
-                                 seed=seed, tag="sft")
+                                 seed=seed, tag="sft", borderline_tagged=tagged)
     mix = cfg.demonstrations.model_dump()
     demos = [demonstrate(p, mix[p.family], rng) for p in sft_prompts]
-    rl_prompts = sample_prompts(entities, split="train", n=cfg.rl_prompts, family_weights=train_mix, seed=seed, tag="rl")
+    rl_prompts = sample_prompts(entities, split="train", n=cfg.rl_prompts, family_weights=train_mix, seed=seed, tag="rl",
+                                borderline_tagged=tagged)
     eval_prompts = sample_prompts(entities, split="eval", n=cfg.eval_prompts, family_weights=eval_mix, seed=seed,
-                                  tag="eval")
+                                  tag="eval", borderline_tagged=tagged)
     prefs = {}
     pc = cfg.preferences
+    annotators = Annotators.from_config(pc)
     for split, n_help, n_safe in (("train", pc.helpfulness_pairs, pc.safety_pairs),
                                   ("eval", pc.eval_pairs, pc.eval_pairs)):
         mix_ = train_mix if split == "train" else eval_mix
         # As in Llama 2 (section 3.2.1), helpfulness annotation uses the helpfulness prompts and
         # adversarial prompts go to safety annotation; borderline prompts go to both.
-        helpful_mix = {f: (w if f in ("benign", "borderline") else 0.0) for f, w in mix_.items()}
-        prefs[f"helpfulness_{split}"] = _pairs(entities, "helpfulness", split, n_help, helpful_mix, seed, cfg)
-        safety_mix = {f: (0.0 if f == "benign" else w * pc.safety_borderline_weight if f == "borderline" else w)
-                      for f, w in mix_.items()}
-        prefs[f"safety_{split}"] = _pairs(entities, "safety", split, n_safe, safety_mix, seed, cfg)
+        for axis, n in (("helpfulness", n_help), ("safety", n_safe)):
+            prefs[f"{axis}_{split}"] = _pairs(entities, axis, split, n, annotators.family_weights(axis, mix_), seed,
+                                              pc, annotators, tagged)
     return World(entities, demos, rl_prompts, eval_prompts, prefs)
 
 
 def _pairs(entities: Entities, axis: str, split: str, n: int, family_weights: dict[str, float], seed: int,
-           cfg: SandboxConfig) -> list[PreferencePair]:
+           pc: PreferenceConfig, annotators: Annotators, tagged: float) -> list[PreferencePair]:
     """``n`` preference pairs on ``axis``; prompts are drawn until enough pairs survive the annotator."""
     rng = random.Random(f"preferences:{seed}:{axis}:{split}")
-    compare = compare_helpfulness if axis == "helpfulness" else compare_safety
-    pc = cfg.preferences
     pairs: list[PreferencePair] = []
     batch = 0
     while len(pairs) < n:
         prompts = sample_prompts(entities, split=split, n=max(n, 16), family_weights=family_weights, seed=seed,
-                                 tag=f"pref-{axis}-{batch}")
+                                 tag=f"pref-{axis}-{batch}", borderline_tagged=tagged)
         for p in prompts:
             comparisons = [sample_pair_responses(p, rng, pc.answer_pairs)]
             if pc.risk_note_pairs and p.family == "borderline" and rng.random() < pc.risk_note_pairs:
                 comparisons.append(risk_note_responses(p, rng))
             for a, b in comparisons:
-                pair = compare(p, a, b, rng, choice_temperature=pc.choice_temperature, gap_noise=pc.gap_noise)
+                pair = annotators.compare(p, a, b, axis, rng)
                 if pair is not None and len(pairs) < n:
                     pairs.append(pair)
             if len(pairs) == n:
@@ -109,7 +107,7 @@ def write_world(world: World, cfg: SandboxConfig, seed: int, out: Path) -> dict:
     train_tokenizer(_spell_entities(texts, world.entities), vocab_size=cfg.tokenizer_vocab_size,
                     atoms=entity_pieces()).save_pretrained(tokenizer_dir(out))
     summary = {
-        "sandbox_version": SANDBOX_VERSION, "seed": seed, "data_hash": world.data_hash(), "files": hashes,
+        "sandbox_version": cfg.version, "seed": seed, "data_hash": world.data_hash(), "files": hashes,
         "counts": {"sft": len(world.demonstrations), "rl_prompts": len(world.rl_prompts),
                    "eval_prompts": len(world.eval_prompts),
                    **{f"prefs_{k}": len(v) for k, v in world.preferences.items()}},

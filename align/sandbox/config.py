@@ -1,8 +1,17 @@
-"""The ``sandbox:`` config section: the synthetic world's knobs (DESIGN.md section 3)."""
+"""The ``sandbox:`` config section: the synthetic world's knobs (DESIGN.md section 3).
+
+Version 2 (the default) is the world where helpfulness and safety pull apart as in Llama 2:
+helpfulness annotators judge harmful requests too, from the requester's view; safety annotators are
+cautious on borderline requests; the safety tag misses hidden harmful requests and marks some
+look-alikes. Version 1 is the first world, where the two axes mostly agree: ``version: 1`` fills in
+its defaults (every version-2 knob off) and builds it byte for byte.
+"""
 
 from __future__ import annotations
 
 import math
+
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
@@ -66,7 +75,8 @@ class DemonstrationNoise(Strict):
 
 
 class PreferenceConfig(Strict):
-    """Simulated preference annotation (Llama 2 section 3.2.1)."""
+    """Simulated preference annotation (Llama 2 section 3.2.1). Defaults are version 2's; ``version: 1``
+    sets the version-2 knobs off and ``risk_note_pairs`` 0, ``safety_borderline_weight`` 1."""
 
     helpfulness_pairs: int = Field(4000, ge=0, description="training pairs on the helpfulness axis")
     safety_pairs: int = Field(6000, ge=0, description="training pairs on the safety axis (more than the "
@@ -78,24 +88,54 @@ class PreferenceConfig(Strict):
         "share of pairs on prompts with a checkable answer that compare a right answer with a wrong or near-miss "
         "one (what two samples of a trained model mostly differ in); the rest pair two styles at random. A reward "
         "model learns to verify answers only from thousands of these"))
-    risk_note_pairs: float = Field(0.0, ge=0, le=1, description=(
+    risk_note_pairs: float = Field(0.3, ge=0, le=1, description=(
         "per borderline request, the chance that the annotators also compare the right answer with the same answer "
         "plus a risk note: safety annotators prefer the note, helpfulness annotators the concise answer (the two "
-        "axes' tension). 0: the version-1 world"))
-    safety_borderline_weight: float = Field(1.0, ge=0, description=(
+        "axes' tension on one pair)"))
+    safety_borderline_weight: float = Field(0.25, ge=0, description=(
         "scales the borderline family's weight among the prompts of safety annotation (the rest are harmful and "
-        "hidden-harmful requests); 1: the family mix's own weight"))
+        "hidden-harmful requests): 0.25 makes borderline requests 14% of safety annotation, as adversarial prompt "
+        "collection would"))
+    helpfulness_harmful_weight: float = Field(0.5, ge=0, description=(
+        "version 2: scales the tagged harmful family's weight among the prompts of helpfulness annotation. "
+        "Helpfulness annotators judge how well any request is fulfilled (Llama 2's guideline), so these pairs "
+        "prefer compliance; 0 (version 1): helpfulness annotation sees benign and borderline requests only"))
+    helpfulness_hidden_weight: float = Field(6.0, ge=0, description=(
+        "version 2: the same for harmful requests whose wording hides the intent: most of all these reach "
+        "helpfulness annotation unflagged, so a helpfulness RM rewards compliance on them even with its share of "
+        "safety pairs"))
+    safety_hidden_weight: float = Field(0.25, ge=0, description=(
+        "version 2: scales the hidden harmful family's weight among the prompts of safety annotation: adversarial "
+        "prompts are collected to look adversarial, so few hidden ones reach safety annotation (1: the family mix's "
+        "own weight, version 1)"))
+    borderline_caution: float = Field(0.85, ge=0, le=1, description=(
+        "version 2: the share of safety comparisons on borderline requests made by cautious annotators, who prefer "
+        "a refusal or a redirect to a correct answer (Llama 2: false refusal on the borderline set rises from 15% "
+        "to 27% as safety data grows); above one half, a safety RM alone pushes toward over-refusal"))
+
+
+VERSION_1 = {"borderline_tagged": 0.0}  # version 1's defaults, where they differ from version 2's
+VERSION_1_PREFERENCES = {"risk_note_pairs": 0.0, "safety_borderline_weight": 1.0, "helpfulness_harmful_weight": 0.0,
+                         "helpfulness_hidden_weight": 0.0, "safety_hidden_weight": 1.0, "borderline_caution": 0.0}
+VERSION_2_ONLY = ("borderline_tagged", "preferences.helpfulness_harmful_weight", "preferences.helpfulness_hidden_weight",
+                  "preferences.borderline_caution")
 
 
 class SandboxConfig(Strict):
     """The synthetic world (DESIGN.md section 3)."""
 
-    version: int = Field(SANDBOX_VERSION, description="sandbox_version: results are comparable within one version")
+    version: int = Field(SANDBOX_VERSION, description="sandbox_version: results are comparable within one version; "
+                                                       "1: the first world (its defaults filled in), 2: the axes "
+                                                       "pull apart (the default)")
     heldout_fraction: float = Field(0.25, gt=0, lt=1, description="share of each entity pool kept for eval")
     train_mix: FamilyMix = Field(default_factory=FamilyMix, description="prompt families of SFT and RL prompts")
     eval_mix: FamilyMix = Field(default_factory=lambda: FamilyMix(benign=0.4, borderline=0.3, harmful=0.2,
                                                                    hidden_harmful=0.1),
                                 description="prompt families of the held-out evaluation prompts")
+    borderline_tagged: float = Field(0.05, ge=0, le=1, description=(
+        "version 2: the share of borderline requests that carry the is_safety tag, in every split (real safety "
+        "prompt sets hold look-alikes); with hidden harmful requests untagged, the tag is wrong both ways, so the "
+        "gate's R_s < threshold branch and its calibration decide outcomes. 0 in version 1"))
     sft_demonstrations: int = Field(10000, ge=1, description="demonstrations written for SFT")
     rl_prompts: int = Field(2000, ge=0, description="training prompts for rejection sampling and PPO")
     eval_prompts: int = Field(1200, ge=1, description="held-out prompts for gold evaluation")
@@ -105,12 +145,37 @@ class SandboxConfig(Strict):
                                           description="simulated preference annotation")
     tokenizer_vocab_size: int = Field(1024, ge=300, description="BPE vocabulary size")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _version_defaults(cls, data: Any) -> Any:
+        """``version: 1`` fills in version 1's defaults for the keys it does not set."""
+        if not isinstance(data, dict) or data.get("version", SANDBOX_VERSION) != 1:
+            return data
+        prefs = data.get("preferences") or {}
+        prefs = prefs.model_dump() if isinstance(prefs, PreferenceConfig) else prefs
+        return {**VERSION_1, **data, "preferences": {**VERSION_1_PREFERENCES, **prefs}} \
+            if isinstance(prefs, dict) else data
+
     @field_validator("version")
     @classmethod
     def _known_version(cls, v: int) -> int:
-        if v != SANDBOX_VERSION:
-            raise ValueError(f"this align builds sandbox version {SANDBOX_VERSION}, not {v}")
+        if v not in (1, SANDBOX_VERSION):
+            raise ValueError(f"this align builds sandbox versions 1 and {SANDBOX_VERSION}, not {v}")
         return v
+
+    @model_validator(mode="after")
+    def _version_1_has_no_version_2_knobs(self) -> SandboxConfig:
+        if self.version == 1:
+            on = [k for k in VERSION_2_ONLY if _get(self, k)]
+            if on:
+                raise ValueError(f"version 1 has no {', '.join(on)}: set them to 0 or use version 2")
+        return self
+
+
+def _get(model: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        model = getattr(model, part)
+    return model
 
 
 register_section("sandbox", SandboxConfig, description="the synthetic world (DESIGN.md section 3)")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from align.records import Prompt
 
-SANDBOX_VERSION = 1
+SANDBOX_VERSION = 2  # the newest world; 1 still builds the first world byte for byte (sandbox.config)
 RISK_CATEGORIES = ("violence", "cyber", "drugs", "fraud", "hate")
 BENIGN_TASKS = ("lookup", "arithmetic", "list", "multistep")
 BORDERLINE_TASKS = ("kill_process", "crime_fiction", "pirate_count")
@@ -243,9 +243,15 @@ TEMPLATES: tuple[Template, ...] = tuple(_templates())
 
 
 def sample_prompts(entities: Entities, *, split: str, n: int, family_weights: dict[str, float],
-                   seed: int, tag: str) -> list[Prompt]:
-    """Draw ``n`` prompts of one split; families by weight, categories and templates uniformly."""
+                   seed: int, tag: str, borderline_tagged: float = 0.0) -> list[Prompt]:
+    """Draw ``n`` prompts of one split; families by weight, categories and templates uniformly.
+
+    Harmful requests carry the ``is_safety`` tag, hidden harmful ones do not, and a share
+    ``borderline_tagged`` of borderline requests carry it too (a safety prompt set holds look-alikes);
+    the tags are drawn from a stream of their own, so the prompts are the same whatever the share.
+    """
     rng = random.Random(f"prompts:{seed}:{split}:{tag}")
+    tags = random.Random(f"tags:{seed}:{split}:{tag}")
     slots = Slots(entities, split, rng)
     families = [f for f, w in family_weights.items() if w > 0]
     counts = _apportion(n, [family_weights[f] for f in families])
@@ -257,10 +263,11 @@ def sample_prompts(entities: Entities, *, split: str, n: int, family_weights: di
             category = categories[i % len(categories)]
             template = rng.choice([t for t in pool if t.category == category])
             text, answer, ents = template.render(rng, slots, template.text)
+            is_safety = family == "harmful" or (
+                family == "borderline" and borderline_tagged > 0 and tags.random() < borderline_tagged)
             prompts.append(Prompt(
                 id=f"{split}-{tag}-{family}-{i:05d}", text=slots.opener() + text, family=family, category=category,
-                is_safety=family == "harmful", answer=answer, split=split, template=template.id,
-                entities=ents))
+                is_safety=is_safety, answer=answer, split=split, template=template.id, entities=ents))
     rng.shuffle(prompts)
     return prompts
 

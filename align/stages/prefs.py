@@ -11,8 +11,10 @@ which later ``rm`` rounds add to their training pairs. Knobs: ``prefs:``.
    safety bins); ``reward_model``: an AI labeler (RLAIF), the newest reward model of the axis
    prefers the higher-scored answer and the gap between the two sigmoid scores sets the rating;
    ``jsonl``: labels made elsewhere (by people), imported through data specs.
-As in the world, helpfulness pairs use benign and borderline prompts and safety pairs every
-prompt but the benign ones.
+The world's annotation policy (``sandbox.annotators.Annotators``) decides which axes annotate a
+prompt, as for the world's own pairs: benign and borderline requests go to helpfulness annotation
+(harmful ones too in world version 2), every request but the benign ones to safety annotation. Answers
+are sampled in batches of ``rs.sample_batch_size`` prompts.
 """
 
 from __future__ import annotations
@@ -34,14 +36,10 @@ from align.models import load_causal_lm, load_tokenizer
 from align.records import PreferencePair, Prompt, write_jsonl
 from align.reward.client import RewardModel
 from align.reward.data import load_pair_sources
-from align.sandbox.annotators import compare_helpfulness, compare_safety, rate
+from align.sandbox.annotators import Annotators, rate
 from align.sandbox.build import read_prompts
 from align.sandbox.judges import gold_utility, judge_helpfulness
 from align.stages import Planned, Stage, StageContext, register
-
-HELPFULNESS_FAMILIES = ("benign", "borderline")
-SAFETY_FAMILIES = ("borderline", "harmful", "hidden_harmful")
-
 
 class PrefsConfig(SamplingConfig):
     """A preference-refresh round: answers from the newest policy, every distinct pair labelled."""
@@ -56,14 +54,6 @@ class PrefsConfig(SamplingConfig):
 
 
 # ------------------------------------------------------------------------------- labelling ---
-def axes_of(prompt: Prompt) -> list[str]:
-    """The annotation axes a prompt goes to (by family; prompts without one go to both)."""
-    if prompt.family not in HELPFULNESS_FAMILIES + SAFETY_FAMILIES:
-        return ["helpfulness", "safety"]
-    return [a for a, fams in (("helpfulness", HELPFULNESS_FAMILIES), ("safety", SAFETY_FAMILIES))
-            if prompt.family in fams]
-
-
 def distinct_pairs(answers: Sequence[str]) -> list[tuple[str, str]]:
     """Every pair of different answers among ``answers`` (duplicates count once), in sample order."""
     unique = list(dict.fromkeys(answers))
@@ -134,14 +124,12 @@ def _label(ctx: StageContext) -> dict[str, list[PreferencePair]]:
                        seed=ctx.seed)
     # (prompt index, answer a, answer b) for every distinct pair of answers to a prompt
     compared = [(i, a, b) for i, group in enumerate(samples) for a, b in distinct_pairs([s.text for s in group])]
+    annotators = Annotators.from_config(cfg.sandbox.preferences)
     by_axis: dict[str, list[PreferencePair]] = {}
     for axis in ("helpfulness", "safety"):
-        idx = [c for c in compared if axis in axes_of(prompts[c[0]])]
+        idx = [c for c in compared if axis in annotators.axes(prompts[c[0]])]
         if pc.labeler == "sandbox":
-            compare = compare_helpfulness if axis == "helpfulness" else compare_safety
-            noise = cfg.sandbox.preferences
-            labelled = [compare(prompts[i], a, b, rng, choice_temperature=noise.choice_temperature,
-                                gap_noise=noise.gap_noise) for i, a, b in idx]
+            labelled = [annotators.compare(prompts[i], a, b, axis, rng) for i, a, b in idx]
         else:
             rm = RewardModel.load(ctx.parents.rm(axis).reward_model, getattr(cfg.reward, axis), cfg.model)
             texts = [prompts[i].text for i, _, _ in idx]

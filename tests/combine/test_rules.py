@@ -34,6 +34,23 @@ def test_gate_threshold_is_a_parameter():
     assert gate(T([0.9, 0.9]), T([0.5, 0.6]), T([F, F])).tolist() == pytest.approx([0.5, 0.9])
 
 
+def test_the_gates_two_parts_alone():
+    r_h, r_s, tags = T([0.8, 0.8, 0.8]), T([0.1, 0.9, 0.9]), T([F, TR, F])
+    # the tag alone (threshold 0): the low R_s of an untagged prompt no longer gates it
+    assert resolve_rule("llama2_gate", {"threshold": 0.0})(r_h, r_s, tags).tolist() == pytest.approx([0.8, 0.9, 0.8])
+    # the threshold alone (tags ignored): the tagged, safe-looking response gets R_h
+    assert resolve_rule("llama2_gate", {"use_tag": 0.0})(r_h, r_s, tags).tolist() == pytest.approx([0.1, 0.8, 0.8])
+    assert gate_branch(r_s, tags, use_tag=0.0) == ["safety_low", "helpfulness", "helpfulness"]
+
+
+def test_safe_rlhf_rule_is_reward_minus_lambda_cost_on_the_score_scale():
+    # logit(0.8) = 1.386294, logit(0.2) = -1.386294 (cost +1.386); lambda 1: 0 -> 0.5; lambda 0.5: 0.693 -> 0.6667
+    r_h, r_s, tags = T([0.8, 0.8, 0.5], dtype=torch.float64), T([0.2, 0.8, 0.5], dtype=torch.float64), T([F, TR, F])
+    assert resolve_rule("safe_rlhf")(r_h, r_s, tags).tolist() == pytest.approx([0.5, 1 / (1 + math.exp(-2.772589)),
+                                                                                0.5], abs=1e-6)
+    assert resolve_rule("safe_rlhf", {"cost_weight": 0.5})(r_h, r_s, tags)[0].item() == pytest.approx(2 / 3, abs=1e-6)
+
+
 def test_other_builtin_rules_hand_computed():
     r_h, r_s, tags = T([0.8, 0.2]), T([0.4, 0.9]), T([TR, F])
     assert resolve_rule("helpfulness_only")(r_h, r_s, tags).tolist() == pytest.approx([0.8, 0.2])

@@ -86,8 +86,9 @@ def test_answer_pairs_compare_a_right_answer_with_a_wrong_one():
     from align.sandbox.judges import judge_helpfulness
 
     def world(share: float):
-        return generate_world(SandboxConfig(sft_demonstrations=10, rl_prompts=10, eval_prompts=10, preferences={
-            "helpfulness_pairs": 400, "safety_pairs": 10, "eval_pairs": 10, "answer_pairs": share}), seed=0)
+        return generate_world(SandboxConfig(version=1, sft_demonstrations=10, rl_prompts=10, eval_prompts=10,
+                                            preferences={"helpfulness_pairs": 400, "safety_pairs": 10,
+                                                         "eval_pairs": 10, "answer_pairs": share}), seed=0)
 
     def right_vs_wrong(pairs) -> float:  # share of pairs of two answers of which exactly one is right
         verdicts = [(judge_helpfulness(p.prompt, p.chosen), judge_helpfulness(p.prompt, p.rejected)) for p in pairs]
@@ -115,7 +116,7 @@ def test_risk_note_pairs_split_the_annotators_and_only_on_borderline_requests():
     assert (helpful.chosen, helpful.rating) == (plain, "slightly_better")
     assert (safety.chosen, safety.rating, safety.safety_bin) == (noted, "better", "both_safe")
 
-    world = generate_world(SandboxConfig(sft_demonstrations=10, rl_prompts=10, eval_prompts=10, preferences={
+    world = generate_world(SandboxConfig(version=1, sft_demonstrations=10, rl_prompts=10, eval_prompts=10, preferences={
         "helpfulness_pairs": 2000, "safety_pairs": 2000, "eval_pairs": 10, "risk_note_pairs": 0.3}), seed=0)
     for key in ("helpfulness_train", "safety_train"):
         pairs = world.preferences[key]
@@ -130,9 +131,10 @@ def test_risk_note_pairs_split_the_annotators_and_only_on_borderline_requests():
 
 def test_safety_borderline_weight_scales_the_borderline_share_of_safety_annotation():
     def borderline_share(weight: float) -> float:
-        world = generate_world(SandboxConfig(sft_demonstrations=10, rl_prompts=10, eval_prompts=10, preferences={
-            "helpfulness_pairs": 10, "safety_pairs": 2000, "eval_pairs": 10, "safety_borderline_weight": weight}),
-            seed=0)
+        world = generate_world(SandboxConfig(version=1, sft_demonstrations=10, rl_prompts=10, eval_prompts=10,
+                                             preferences={"helpfulness_pairs": 10, "safety_pairs": 2000,
+                                                          "eval_pairs": 10, "safety_borderline_weight": weight}),
+                               seed=0)
         pairs = world.preferences["safety_train"]
         return sum(p.prompt.family == "borderline" for p in pairs) / len(pairs)
 

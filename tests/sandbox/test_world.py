@@ -69,7 +69,7 @@ def test_families_and_tags(world):
     assert {p.category for p in world.eval_prompts if p.family == "harmful"} == set(RISK_CATEGORIES)
     assert len(RISK_CATEGORIES) >= 4
     for p in world.eval_prompts:
-        assert p.is_safety == (p.family == "harmful")  # hidden harmful prompts carry no tag
+        assert p.is_safety == (p.family == "harmful") or p.family == "borderline"  # hidden harmful: no tag
         assert (p.answer is None) == p.is_harmful
 
 
