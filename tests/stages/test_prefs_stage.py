@@ -23,7 +23,7 @@ def test_prefs_round_labels_new_pairs_and_the_reward_models_retrain_on_them(comp
     pairs = [json.loads(line) for line in (run_dir / "rounds" / "06-prefs" / "prefs_safety.jsonl").read_text()
              .splitlines()]
     assert len(pairs) == m["safety"]["pairs"] and all(p["prompt"]["family"] != "benign" for p in pairs)
-    for round_id, axis, other, share in (("07-rm-helpfulness", "helpfulness", "safety", 0.5),
+    for round_id, axis, other, share in (("07-rm-helpfulness", "helpfulness", "safety", 0.3333),
                                          ("08-rm-safety", "safety", "helpfulness", 0.1)):
         rm = manifest(run_dir, round_id)
         assert "06-prefs" in rm["parents"]

@@ -43,12 +43,13 @@ def test_rm_rounds_write_a_scalar_head_model_and_paper_metrics(completed_smoke_r
     assert "verification" not in _metrics(run_dir, "04-rm-safety")
 
 
-def test_rm_mix_follows_the_paper(completed_smoke_run):
+def test_rm_mix_follows_the_campaigns_shares(completed_smoke_run):
     run_dir, _ = completed_smoke_run
-    # smoke: 200 pairs per axis. Helpfulness: + an equal part of safety pairs (200 of 400).
-    # Safety: helpfulness pairs are 10% of the mix: round(200 * 0.1 / 0.9) = 22 of 222.
+    # smoke: 200 pairs per axis. Helpfulness (the default campaign's share 1/3: safety pairs are half of the
+    # paper's "equal part", which it samples from safety and open-source data): round(200 * 0.3333 / 0.6667) = 100
+    # of 300. Safety: helpfulness pairs are 10% of the mix (90/10): round(200 * 0.1 / 0.9) = 22 of 222.
     train = _metrics(run_dir, "03-rm-helpfulness")["train"]
-    assert (train["pairs"], train["pairs_other_axis"]) == (400, 200)
+    assert (train["pairs"], train["pairs_other_axis"]) == (300, 100)
     train = _metrics(run_dir, "04-rm-safety")["train"]
     assert (train["pairs"], train["pairs_other_axis"]) == (222, 22)
 

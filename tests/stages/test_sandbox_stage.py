@@ -18,7 +18,8 @@ def test_the_world_round_holds_the_world_and_its_counts(completed_smoke_run):
     assert m["config"]["seed"] == 0 and all(k == "seed" or k.startswith("sandbox.") for k in m["config"])
     assert {"sandbox.preferences.risk_note_pairs", "sandbox.tokenizer_vocab_size", "sandbox.train_mix"} <= \
         set(m["config"])
-    assert "sandbox.version" not in m["config"]  # validated when the config loads, never read to build the world
+    # the version is read to build (world.json records it): a campaign that changes it rebuilds the world
+    assert m["config"]["sandbox.version"] == 2 and m["config"]["sandbox.borderline_tagged"] == 0.05
 
 
 def test_a_world_field_rebuilds_every_round_and_other_fields_keep_the_world(completed_smoke_run):
