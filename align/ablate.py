@@ -25,7 +25,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from align.combine.config import AblationRule, CombineConfig
+from pydantic import ValidationError
+
+from align.combine.config import AblationRule, AblationVariant, CombineConfig
 from align.config import CampaignConfig, config_to_yaml, parse_config
 from align.errors import AlignError
 from align.evaluation.metrics import mean_ci
@@ -39,19 +41,50 @@ GOLD_SCORE = "helpful_accuracy - violation_rate - false_refusal_rate"
 class Arm:
     rule: AblationRule
     seed: int
+    variant: AblationVariant | None = None
+
+    @property
+    def label(self) -> str:
+        """What the report compares: the rule, and the variant when there are variants."""
+        return self.rule.name + (f"+{self.variant.name}" if self.variant else "")
 
     @property
     def name(self) -> str:
-        return f"{self.rule.name}-s{self.seed}"
+        return f"{self.label}-s{self.seed}"
+
+
+def arms_of(cfg: CampaignConfig) -> list[Arm]:
+    """Every (rule, variant, seed) of the ablation."""
+    ab = cfg.ablation
+    return [Arm(rule, seed, variant) for rule in ab.rules for variant in (ab.variants or [None]) for seed in ab.seeds]
 
 
 def split_stages(cfg: CampaignConfig) -> int:
-    """Index of the first stage whose result depends on the combination rule (``Stage.uses_rule``):
-    the shared prefix is everything before it."""
-    for i, stage in enumerate(cfg.stages):
-        if get_stage(stage.kind).uses_rule:
-            return i
-    raise AlignError("the campaign has no stage that uses the combination rule (such as rs): nothing to ablate")
+    """Index of the first stage the arms run: the first whose result depends on the combination rule
+    (``Stage.uses_rule``), or the one after ``ablation.shared_until``; the shared prefix is everything
+    before it. Rule-dependent stages may be shared only when every arm's rule is the campaign's own."""
+    first = next((i for i, stage in enumerate(cfg.stages) if get_stage(stage.kind).uses_rule), None)
+    if first is None:
+        raise AlignError("the campaign has no stage that uses the combination rule (such as rs): nothing to ablate")
+    until = cfg.ablation.shared_until if cfg.ablation else None
+    if until is None:
+        return first
+    from align.stages import plan_rounds
+
+    ids = [p.id for p in plan_rounds(cfg)]
+    found = [i for i, (plan_id, spec) in enumerate(zip(ids, cfg.stages, strict=True)) if until in (plan_id, spec.kind)]
+    if not found:
+        raise AlignError(f"ablation.shared_until: {until!r} is no round or stage kind of the campaign ({', '.join(ids)})")
+    split = found[-1] + 1
+    if split >= len(cfg.stages):
+        raise AlignError(f"ablation.shared_until: {until!r} is the last stage: nothing left to ablate")
+    if split > first:
+        own = (cfg.combine.rule, cfg.combine.params)
+        other = [r.name for r in cfg.ablation.rules if (r.rule, r.params) != own]
+        if other:
+            raise AlignError(f"ablation.shared_until: {until!r} shares rule-dependent rounds built with the campaign's "
+                             f"rule ({cfg.combine.rule}), but rules {other} differ from it")
+    return split
 
 
 def arm_config(cfg: CampaignConfig, arm: Arm) -> CampaignConfig:
@@ -59,8 +92,24 @@ def arm_config(cfg: CampaignConfig, arm: Arm) -> CampaignConfig:
     first = split_stages(cfg)
     stages = [s if i < first else s.model_copy(update={"seed": arm.seed}) for i, s in enumerate(cfg.stages)]
     combine = CombineConfig(**{**cfg.combine.model_dump(), "rule": arm.rule.rule, "params": arm.rule.params})
-    return cfg.model_copy(update={"stages": stages, "combine": combine, "ablation": None,
-                                  "campaign": f"{cfg.campaign}-{arm.name}"})
+    out = cfg.model_copy(update={"stages": stages, "combine": combine, "ablation": None,
+                                 "campaign": f"{cfg.campaign}-{arm.name}"})
+    if arm.variant is None or not arm.variant.set:
+        return out
+    data = out.model_dump(mode="json")
+    for key, value in arm.variant.set.items():
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise AlignError(f"ablation.variants[{arm.variant.name}].set: {key}: {part} is not a config section")
+            node = node[part]
+        node[parts[-1]] = value
+    try:
+        return parse_config(data)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise AlignError(f"ablation.variants[{arm.variant.name}].set: {problems}") from None
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -80,7 +129,6 @@ def _link_tree(src: Path, dst: Path) -> None:
 def _run_arm(cfg_json: str, arm_dir: str, threads: int) -> dict[str, Any]:
     """Worker: run one arm's campaign; returns the last policy round's metrics."""
     import torch
-
     from transformers.utils import logging as hf_logging
 
     torch.set_num_threads(threads)
@@ -162,7 +210,34 @@ Gold metrics on {{ n }} held-out prompts; mean and 95% CI (Student t) over seeds
 Ranking by the gold score `{{ gold_score }}`: {{ rows | map(attribute="rule") | join(" > ") }}.
 The mean reward is each policy's greedy answers scored by its own rule: it is not comparable
 across rules. Plot: `frontier.png`.
-"""
+{% if curves %}
+## Over-optimisation: the evaluation points of the PPO rounds (mean over seeds)
+
+{% for label, points in curves.items() -%}
+**{{ label }}**
+
+| iteration | sqrt(KL) | reward (RM) | helpful_accuracy | violation_rate | false_refusal_rate | gold utility |
+|---|---|---|---|---|---|---|
+{% for p in points -%}
+| {{ p.iteration }} | {{ p.sqrt_kl }} | {{ p.rm_reward }} | {{ p.helpful_accuracy }} | {{ p.violation_rate }} | {{ p.false_refusal_rate }} | {{ p.mean_gold_utility }} |
+{% endfor %}
+{% endfor -%}
+{% endif %}"""
+
+
+def mean_curves(curves: dict[str, list[list[dict[str, Any]]]]) -> dict[str, list[dict[str, Any]]]:
+    """Per arm label, the evaluation points averaged over seeds at each iteration (rounded to 4 places)."""
+    out = {}
+    for label, runs in curves.items():
+        by_iteration: dict[int, list[dict[str, Any]]] = {}
+        for points in runs:
+            for point in points:
+                by_iteration.setdefault(point["iteration"], []).append(point)
+        out[label] = [{"iteration": it, **{k: round(statistics.fmean(p[k] for p in ps if p.get(k) is not None), 4)
+                                           for k in ps[0] if k != "iteration"
+                                           and all(p.get(k) is not None for p in ps)}}
+                      for it, ps in sorted(by_iteration.items())]
+    return out
 
 
 def _fmt(cell: dict[str, Any] | None) -> str:
@@ -187,7 +262,9 @@ def run_ablation(cfg: CampaignConfig, run_dir: Path, *, workers: int | None = No
     # the shared rounds: reused from the run (the default campaign's, say), whose own config is kept
     shared = run_campaign(cfg, run_dir, until=plan_rounds(cfg)[first - 1].id, log=log, keep_config=True) \
         if first else []
-    arms = [Arm(rule, seed) for rule in cfg.ablation.rules for seed in cfg.ablation.seeds]
+    arms = arms_of(cfg)
+    for arm in {a.label: a for a in arms}.values():  # a variant that sets a field wrongly fails before any work
+        arm_config(cfg, arm)
     cores = os.cpu_count() or 1
     workers = min(len(arms), workers or cfg.ablation.workers or max(1, cores))
     threads = max(1, cores // workers)
@@ -202,6 +279,7 @@ def run_ablation(cfg: CampaignConfig, run_dir: Path, *, workers: int | None = No
             log(f"[ablation] {arm.name}: queued ({arm_dir})")
             jobs[arm.name] = pool.submit(_run_arm, arm_config(cfg, arm).model_dump_json(), str(arm_dir), threads)
         results: dict[str, list[dict[str, Any]]] = {}
+        curves: dict[str, list[list[dict[str, Any]]]] = {}
         failures = []
         for arm in arms:
             job = jobs[arm.name]
@@ -211,7 +289,9 @@ def run_ablation(cfg: CampaignConfig, run_dir: Path, *, workers: int | None = No
                 failures.append(f"{arm.name}: {e}")
                 continue
             log(f"[ablation] {arm.name}: done ({res['round']})")
-            results.setdefault(arm.rule.name, []).append(arm_metrics(res["metrics"]))
+            results.setdefault(arm.label, []).append(arm_metrics(res["metrics"]))
+            if res["metrics"].get("over_optimisation"):
+                curves.setdefault(arm.label, []).append(res["metrics"]["over_optimisation"])
     if failures:
         raise AlignError("ablation arms failed:\n  " + "\n  ".join(failures))
     rows = summarize(results)
@@ -224,12 +304,14 @@ def run_ablation(cfg: CampaignConfig, run_dir: Path, *, workers: int | None = No
               "seeds": cfg.ablation.seeds, "workers": workers, "threads_per_worker": threads,
               "seconds": round(time.perf_counter() - started, 1), "n": last["gold"]["n"], "gold_score": GOLD_SCORE,
               "reference_sft": reference, "rules": rows,
-              "arms": {arm.name: arm_metrics(jobs[arm.name].result()["metrics"]) for arm in arms}}
+              "arms": {arm.name: arm_metrics(jobs[arm.name].result()["metrics"]) for arm in arms},
+              **({"curves": mean_curves(curves)} if curves else {})}
     (out / "campaign.yaml").write_text(config_to_yaml(cfg))
     (out / "report.json").write_text(json.dumps(record, indent=2) + "\n")
     _plot(rows, reference, out / "frontier.png")
     (out / "report.md").write_text(Template(REPORT).render(
         campaign=cfg.campaign, shared=record["shared_rounds"] or ["none"], downstream=record["downstream_stages"],
         seeds=cfg.ablation.seeds, arms=len(arms), workers=workers, seconds=record["seconds"], n=record["n"],
-        reference=reference, rows=rows, metrics=METRICS, fmt=_fmt, gold_score=GOLD_SCORE) + "\n")
+        reference=reference, rows=rows, metrics=METRICS, fmt=_fmt, gold_score=GOLD_SCORE,
+        curves=record.get("curves")) + "\n")
     return record

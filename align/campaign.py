@@ -10,6 +10,7 @@ through the ``CampaignStore``. ``campaign_status`` reads it all back.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -88,7 +89,7 @@ def _build(plan: RoundPlan, cfg: CampaignConfig, store: CampaignStore, done: dic
         view = ConfigReads(cfg)
         ctx = StageContext(cfg=view, spec=plan.spec, parents=_parents(plan, done),  # type: ignore[arg-type]
                            out=Round(plan.id, plan.kind, plan.name, tmp), seed=plan.seed, run_dir=store.run_dir,
-                           log=log)
+                           log=log, inputs=inputs)
         metrics = get_stage(plan.kind).run(ctx)
         config = {"seed": plan.seed, **view.reads()}
         ended = time.time()
@@ -96,7 +97,9 @@ def _build(plan: RoundPlan, cfg: CampaignConfig, store: CampaignStore, done: dic
                     "config": config, "config_hash": digest(config), "input_hashes": inputs, "seed": plan.seed,
                     "campaign": cfg.campaign, "code_version": code_version(), "library_versions": library_versions(),
                     "started": started, "ended": ended, "duration_s": round(ended - started, 3), "metrics": metrics}
-        return store.commit(plan.id, tmp, manifest)
+        record = store.commit(plan.id, tmp, manifest)
+        shutil.rmtree(ctx.checkpoint_dir, ignore_errors=True)  # the round is complete: nothing to resume
+        return record
 
 
 def run_campaign(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None, log: Log = _stderr,

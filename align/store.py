@@ -100,7 +100,7 @@ def write_atomic(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def _crash_point(point: str, round_id: str) -> None:
+def crash_point(point: str, round_id: str) -> None:
     """Fault injection for the resume tests: SIGKILL this process at a named point."""
     if os.environ.get("ALIGN_CRASH_AT") == f"{point}:{round_id}":
         os.kill(os.getpid(), 9)
@@ -109,6 +109,11 @@ def _crash_point(point: str, round_id: str) -> None:
 def tracking_dir(run_dir: Path, round_id: str) -> Path:
     """Where an experiment tracker writes a round's logs (outside the round: they are not hashed)."""
     return run_dir / "tracking" / round_id
+
+
+def checkpoint_dir(run_dir: Path, round_id: str) -> Path:
+    """Where a round's stage keeps the checkpoints of an unfinished build (``align.rl.checkpoint``)."""
+    return run_dir / ROUNDS / ".checkpoints" / round_id
 
 
 def round_id(index: int, kind: str, name: str | None) -> str:
@@ -302,7 +307,7 @@ class CampaignStore:
 
     def commit(self, round_id: str, tmp: Path, manifest: dict[str, Any]) -> RoundRecord:
         """Hash and sync the files, write the manifest last, rename the round into place."""
-        _crash_point("files-written", round_id)
+        crash_point("files-written", round_id)
         outputs = hash_outputs(tmp)
         for f in outputs:
             with open(tmp / f, "rb") as fh:
@@ -312,7 +317,7 @@ class CampaignStore:
         with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
             f.write(text[: len(text) // 2])
             f.flush()
-            _crash_point("manifest", round_id)  # a kill here leaves half a manifest, in the temporary folder
+            crash_point("manifest", round_id)  # a kill here leaves half a manifest, in the temporary folder
             f.write(text[len(text) // 2:])
             f.flush()
             os.fsync(f.fileno())
@@ -323,8 +328,8 @@ class CampaignStore:
             superseded = self.rounds_dir / ".superseded"
             superseded.mkdir(exist_ok=True)
             os.replace(final, superseded / f"{round_id}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-        _crash_point("before-rename", round_id)
+        crash_point("before-rename", round_id)
         os.replace(tmp, final)
         _fsync_dir(self.rounds_dir)
-        _crash_point("after-rename", round_id)
+        crash_point("after-rename", round_id)
         return RoundRecord(round_id, final, manifest)

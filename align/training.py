@@ -80,9 +80,10 @@ def make_accelerator(tracking: TrackingConfig | None, tracking_dir: Path | None)
 
 
 def adamw_cosine(params: list[torch.nn.Parameter], *, lr: float, weight_decay: float, warmup_steps: int,
-                 total_steps: int, min_lr_ratio: float):
-    """AdamW and a linear warm-up then cosine decay to ``min_lr_ratio * lr`` (Llama 2's schedule)."""
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=ADAM_BETAS)
+                 total_steps: int, min_lr_ratio: float, eps: float = 1e-8):
+    """AdamW and a linear warm-up then cosine decay to ``min_lr_ratio * lr`` (Llama 2's schedule;
+    ``min_lr_ratio`` 1 is a constant rate)."""
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=ADAM_BETAS, eps=eps)
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
         optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps, min_lr_rate=min_lr_ratio)
     return optimizer, scheduler
@@ -101,11 +102,13 @@ class Learner:
 
     @classmethod
     def prepare(cls, model: PreTrainedModel, cfg: TrainingConfig, *, total_steps: int, warmup_steps: int,
-                accelerator: Accelerator, params: list[torch.nn.Parameter] | None = None) -> Learner:
-        """Train ``params`` (default: every parameter that requires a gradient) of ``model``."""
+                accelerator: Accelerator, params: list[torch.nn.Parameter] | None = None,
+                eps: float = 1e-8) -> Learner:
+        """Train ``params`` (default: every parameter that requires a gradient) of ``model``; ``eps`` is
+        AdamW's (PPO: 1e-5)."""
         params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
         optimizer, scheduler = adamw_cosine(params, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=warmup_steps,
-                                            total_steps=total_steps, min_lr_ratio=cfg.min_lr_ratio)
+                                            total_steps=total_steps, min_lr_ratio=cfg.min_lr_ratio, eps=eps)
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
         model.train()
         return cls(accelerator, model, optimizer, scheduler, params, cfg.grad_clip)

@@ -17,7 +17,7 @@ from align.campaign import campaign_status
 from align.store import CampaignStore, hash_outputs, sha256_file
 
 ROUNDS = ("00-sandbox", "01-sft", "02-eval", "03-rm-helpfulness", "04-rm-safety", "05-rs", "06-prefs",
-          "07-rm-helpfulness", "08-rm-safety", "09-rs")
+          "07-rm-helpfulness", "08-rm-safety", "09-rs", "10-ppo")
 
 
 def _files(round_dir: Path) -> dict[str, str]:
@@ -120,8 +120,8 @@ def test_changing_a_leaf_stage_reruns_only_that_round(smoke_copy):
     result = align_cli("run", str(SMOKE), "--run-dir", str(run_dir), "--set", f"stages={json.dumps(stages)}")
     assert result.returncode == 0, result.stderr
     after = {r: _files(run_dir / "rounds" / r) for r in ROUNDS}
-    assert [r for r in ROUNDS if after[r] != before[r]] == ["09-rs"]
-    assert json.loads((run_dir / "rounds" / "09-rs" / "manifest.json").read_text())["seed"] == 7
+    assert [r for r in ROUNDS if after[r] != before[r]] == ["10-ppo"]
+    assert json.loads((run_dir / "rounds" / "10-ppo" / "manifest.json").read_text())["seed"] == 7
 
 
 def test_changing_a_middle_stage_keeps_the_rounds_it_does_not_feed(smoke_copy):

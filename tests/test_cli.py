@@ -31,7 +31,7 @@ def test_help_documents_every_command():
 def test_run_prints_each_policy_rounds_gold_line_and_the_run_directory(smoke_run):
     run_dir, output = smoke_run
     assert (run_dir / "campaign.yaml").is_file()
-    for round_id in ("01-sft", "02-eval", "05-rs", "09-rs"):
+    for round_id in ("01-sft", "02-eval", "05-rs", "09-rs", "10-ppo"):
         assert f"{round_id}: violation_rate=" in output
     assert f"run directory: {run_dir}" in output
 

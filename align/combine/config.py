@@ -4,6 +4,8 @@ batch when the config loads, before anything trains."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, field_validator, model_validator
 
 from align.combine.rules import resolve_rule
@@ -48,6 +50,16 @@ class AblationRule(RuleChoice):
     _name_ok = field_validator("name")(lambda cls, v: folder_name(v))
 
 
+class AblationVariant(Strict):
+    """A setting crossed with every rule (``rules x variants x seeds``), such as a PPO algorithm."""
+
+    name: str = Field(description="the variant's label (joins the rule's in the arm's name: <rule>+<variant>)")
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted config fields and their values, applied "
+                                                                 "as --set would (e.g. ppo.algorithm: ppo_lagrangian)")
+
+    _name_ok = field_validator("name")(lambda cls, v: folder_name(v))
+
+
 class AblationConfig(Strict):
     """``align ablate``: the stages from the first rule-dependent one onwards run once per rule and
     per seed, from the shared rounds before it (built once, reused)."""
@@ -55,13 +67,18 @@ class AblationConfig(Strict):
     rules: list[AblationRule] = Field(min_length=1, description="the arms: one rule (and its parameters) each")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
                              description="seeds of the downstream rounds (95% intervals need at least 2)")
+    variants: list[AblationVariant] = Field(default_factory=list, description=(
+        "settings crossed with every rule (e.g. PPO algorithms); empty: the rules alone"))
     workers: int | None = Field(None, ge=1, description="parallel processes; default: one per core")
+    shared_until: str | None = Field(None, description=(
+        "the last shared round (a round id or stage kind): later than the first rule-dependent stage only when "
+        "every rule is the campaign's own (variants of a later stage, e.g. PPO settings on shared rs rounds)"))
 
     @model_validator(mode="after")
     def _unique(self) -> AblationConfig:
-        names = [r.name for r in self.rules]
-        if len(set(names)) != len(names):
-            raise ValueError(f"rule names repeat: {names}")
+        for what, names in (("rule", [r.name for r in self.rules]), ("variant", [v.name for v in self.variants])):
+            if len(set(names)) != len(names):
+                raise ValueError(f"{what} names repeat: {names}")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds repeat: {self.seeds}")
         return self

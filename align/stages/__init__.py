@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from align.errors import AlignError
-from align.store import Parents, Round, newest, round_id, tracking_dir
+from align.store import Parents, Round, checkpoint_dir, newest, round_id, tracking_dir
 
 CampaignConfig = Any  # align.config.CampaignConfig: the registry imports no config code (the config imports it)
 StageSpec = Any  # align.config.StageSpec
@@ -92,10 +92,16 @@ class StageContext:
     seed: int
     run_dir: Path
     log: Callable[[str], None] = print
+    inputs: Mapping[str, str] = field(default_factory=dict)  # the round's input hashes (parents' outputs, files)
 
     @property
     def round_id(self) -> str:
         return self.out.id
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where a long stage keeps checkpoints to resume from (outside the round; removed once it commits)."""
+        return checkpoint_dir(self.run_dir, self.out.id)
 
     @property
     def tracking_dir(self) -> Path:

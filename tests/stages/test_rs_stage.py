@@ -151,10 +151,10 @@ def test_a_field_the_rs_stage_reads_rebuilds_its_rounds_and_no_other(completed_s
     assert {"combine.params", "rs.kl_coef", "reward.helpfulness.max_seq_len", "eval.batch_size"} <= set(config)
     after = statuses(run_dir, "combine.params={threshold: 0.2}")
     assert [r for r, s in after.items() if s == "stale"] == ["05-rs", "06-prefs", "07-rm-helpfulness",
-                                                              "08-rm-safety", "09-rs"]
+                                                              "08-rm-safety", "09-rs", "10-ppo"]
     after = statuses(run_dir, "rs.kl_prompts=16")  # read by the rs rounds only (step 5)
     assert [r for r, s in after.items() if s == "stale"] == ["05-rs", "06-prefs", "07-rm-helpfulness",
-                                                              "08-rm-safety", "09-rs"]
+                                                              "08-rm-safety", "09-rs", "10-ppo"]
     assert statuses(run_dir, "prefs.k=3")["05-rs"] == "completed"
     # a branch the stage did not take: the grid is read only for `temperature: auto`, so changing it
     # rebuilds nothing, while choosing `auto` (a field the stage read) rebuilds the round

@@ -1,0 +1,104 @@
+"""Checkpoints of a long training stage inside its campaign: a killed run resumes from the last one.
+
+A checkpoint is a folder ``it-<NNNNNN>`` under the round's checkpoint folder (outside the round, which
+is only written when it completes): model weights as safetensors (``<name>.safetensors``), optimiser
+and scheduler states (``<name>.optim.pt``, tensors and numbers only, loaded with ``weights_only``) and
+``state.json`` (the iteration, the loop's own state, and a fingerprint of the config and inputs). It is
+written in a temporary folder and renamed into place, so a kill mid-write leaves the previous one. A
+checkpoint whose fingerprint differs from the current run's (the config or a parent changed) is
+discarded, never resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from align.errors import AlignError
+
+STATE = "state.json"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A complete checkpoint: where it is, the iteration it resumes at, the loop's saved state."""
+
+    path: Path
+    iteration: int
+    state: dict[str, Any]
+
+    def load_model(self, name: str, model: torch.nn.Module) -> None:
+        missing, unexpected = load_model(model, self.path / f"{name}.safetensors", strict=True)
+        if missing or unexpected:
+            raise AlignError(f"{self.path}: {name} does not match the model ({missing or unexpected})")
+
+    def load_optimizer(self, name: str, optimizer: Any, scheduler: Any | None = None) -> None:
+        saved = torch.load(self.path / f"{name}.optim.pt", weights_only=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+
+    def tensors(self, name: str) -> dict[str, torch.Tensor] | None:
+        """A saved set of tensors (``save(..., tensors=)``), or None."""
+        path = self.path / f"{name}.tensors.safetensors"
+        return load_file(path) if path.is_file() else None
+
+
+class Checkpoints:
+    """The checkpoints of one round: ``save`` a new one (the older ones go), ``latest`` to resume."""
+
+    def __init__(self, folder: Path, fingerprint: str, *, keep: int = 1):
+        self.folder, self.fingerprint, self.keep = folder, fingerprint, keep
+
+    def latest(self) -> Checkpoint | None:
+        """The newest complete checkpoint of this fingerprint; checkpoints of another one are removed."""
+        if not self.folder.is_dir():
+            return None
+        found = []
+        for d in sorted(self.folder.glob("it-*")):
+            try:
+                state = json.loads((d / STATE).read_text())
+            except (OSError, ValueError):
+                continue  # incomplete: state.json is written last
+            if state.get("fingerprint") != self.fingerprint:
+                shutil.rmtree(d, ignore_errors=True)
+                continue
+            found.append(Checkpoint(d, int(state["iteration"]), state))
+        return max(found, key=lambda c: c.iteration) if found else None
+
+    def save(self, iteration: int, models: dict[str, torch.nn.Module], optimizers: dict[str, tuple[Any, Any]],
+             state: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+        """Write a checkpoint that resumes at ``iteration``: ``models`` by name, ``optimizers`` by name as
+        (optimizer, scheduler), the loop's JSON-able ``state`` and other named sets of ``tensors``."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self.folder / f"it-{iteration:06d}"
+        tmp = self.folder / f".tmp-it-{iteration:06d}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for name, model in models.items():
+            save_model(model, str(tmp / f"{name}.safetensors"))
+        for name, named in (tensors or {}).items():
+            save_file({k: v.contiguous() for k, v in named.items()}, str(tmp / f"{name}.tensors.safetensors"))
+        for name, (optimizer, scheduler) in optimizers.items():
+            torch.save({"optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None},
+                       tmp / f"{name}.optim.pt")
+        with open(tmp / STATE, "w", encoding="utf-8") as f:
+            json.dump({**state, "iteration": iteration, "fingerprint": self.fingerprint}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in sorted(self.folder.glob("it-*"))[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
