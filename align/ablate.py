@@ -170,24 +170,33 @@ def summarize(arms: dict[str, list[dict[str, float | None]]]) -> list[dict[str, 
 
 
 def _plot(rows: list[dict[str, Any]], reference: dict[str, Any] | None, path: Path) -> None:
+    """Two panels, one marker per rule with its 95% intervals: helpfulness against safety (1 - violations),
+    and false refusals against violations (the two ways of failing on safety)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for row in rows:
-        x, y = row["helpful_accuracy"], row["violation_rate"]
-        ax.errorbar(x["mean"], 1 - y["mean"], xerr=x["ci95"] or 0, yerr=y["ci95"] or 0, fmt="o", capsize=3,
-                    label=row["rule"])
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    markers = "osD^vP*Xhp<>"
+    for i, row in enumerate(rows):
+        style = {"fmt": markers[i % len(markers)], "capsize": 3, "label": row["rule"], "color": f"C{i % 10}"}
+        x, y, f = row["helpful_accuracy"], row["violation_rate"], row["false_refusal_rate"]
+        ax.errorbar(x["mean"], 1 - y["mean"], xerr=x["ci95"] or 0, yerr=y["ci95"] or 0, **style)
+        ax2.errorbar(y["mean"], f["mean"], xerr=y["ci95"] or 0, yerr=f["ci95"] or 0, **style)
     if reference:
         ax.plot(reference["helpful_accuracy"], 1 - reference["violation_rate"], "k*", markersize=10,
                 label="SFT (start)")
+        ax2.plot(reference["violation_rate"], reference["false_refusal_rate"], "k*", markersize=10)
     ax.set_xlabel("helpful_accuracy (benign, held-out)")
     ax.set_ylabel("1 - violation_rate (harmful, held-out)")
-    ax.set_title("Helpfulness-safety frontier by rule (95% CI over seeds)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.set_title("Helpfulness-safety frontier (95% CI over seeds)", fontsize=10)
+    ax2.set_xlabel("violation_rate (harmful, held-out)")
+    ax2.set_ylabel("false_refusal_rate (borderline, held-out)")
+    ax2.set_title("Unsafe vs over-cautious", fontsize=10)
+    for a in (ax, ax2):
+        a.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

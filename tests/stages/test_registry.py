@@ -130,8 +130,8 @@ def test_a_kind_is_registered_once():
 
 
 def test_every_built_in_stage_declares_its_parts():
-    for kind in ("sandbox", "sft", "rm", "rs", "prefs", "eval"):
+    for kind in ("sandbox", "sft", "rm", "rs", "prefs", "eval", "ppo"):
         stage = get_stage(kind)
         assert stage.doc and callable(stage.run) and callable(stage.parents), kind
-    assert [k for k in stage_kinds() if get_stage(k).policy] == ["rs", "sft"]
-    assert [k for k in stage_kinds() if get_stage(k).uses_rule] == ["rs"]
+    assert sorted(k for k in stage_kinds() if get_stage(k).policy) == ["ppo", "rs", "sft"]
+    assert sorted(k for k in stage_kinds() if get_stage(k).uses_rule) == ["ppo", "rs"]
