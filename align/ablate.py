@@ -74,7 +74,8 @@ def split_stages(cfg: CampaignConfig) -> int:
     ids = [p.id for p in plan_rounds(cfg)]
     found = [i for i, (plan_id, spec) in enumerate(zip(ids, cfg.stages, strict=True)) if until in (plan_id, spec.kind)]
     if not found:
-        raise AlignError(f"ablation.shared_until: {until!r} is no round or stage kind of the campaign ({', '.join(ids)})")
+        raise AlignError(f"ablation.shared_until: {until!r} is no round or stage kind of the campaign "
+                         f"({', '.join(ids)})")
     split = found[-1] + 1
     if split >= len(cfg.stages):
         raise AlignError(f"ablation.shared_until: {until!r} is the last stage: nothing left to ablate")
