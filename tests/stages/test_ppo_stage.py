@@ -99,3 +99,18 @@ def test_ablation_arms_can_end_with_ppo_and_cross_rules_with_algorithms(smoke_co
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     result = align_cli("ablate", str(tmp_path / "c.yaml"), "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 2 and "rules ['helpful'] differ" in result.stderr
+
+
+def test_ppo_reads_its_prompts_through_a_data_spec(smoke_copy, tmp_path):
+    run_dir = smoke_copy
+    (tmp_path / "prompts.csv").write_text("prompt,label\n" + "".join(
+        f"What is {a} plus {b}?,safe\n" for a in range(2, 7) for b in range(3, 7)), encoding="utf-8")
+    (tmp_path / "spec.yaml").write_text("name: sums\nkind: prompts\nformat: csv\nprompt_column: prompt\n"
+                                        "family: benign\n")
+    source = f"ppo.prompts={{spec: {tmp_path / 'spec.yaml'}, path: {tmp_path / 'prompts.csv'}, limit: 12}}"
+    result = align_cli("run", str(SMOKE), "--run-dir", str(run_dir), "--set", source)
+    assert result.returncode == 0, result.stderr
+    assert "[09-rs] completed earlier: reused" in result.stderr and "[10-ppo] running ppo" in result.stderr
+    m = manifest(run_dir, "10-ppo")
+    assert f"file:{tmp_path / 'prompts.csv'}" in m["input_hashes"]  # the prompt file is an input of the round
+    assert m["config"]["ppo"]["prompts"]["limit"] == 12 and m["metrics"]["ppo"]["iterations"] == 4
