@@ -26,7 +26,7 @@ import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,6 @@ class PPOResult:
     kept_iteration: int
     resumed_from: int | None
     seconds: float
-    best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
 
 def prompt_batch(prompts: Sequence[Prompt], size: int, seed: int, iteration: int) -> list[Prompt]:
@@ -321,7 +320,7 @@ def train_ppo(models: PPOModels, tokenizer: Any, rms: Any, combine: CombineConfi
     if cfg.keep == "best_heldout_reward" and best_state is not None:
         policy_net().load_state_dict(best_state)
         kept = best["iteration"]
-    return PPOResult(history, evals, kept, resumed, round(time.perf_counter() - started, 2), best_state)
+    return PPOResult(history, evals, kept, resumed, round(time.perf_counter() - started, 2))
 
 
 # ----------------------------------------------------------------------------------- pieces ---

@@ -18,6 +18,7 @@ Knobs: ``ppo:``, ``combine:``, ``eval:``. The loop is ``align.rl.ppo``; this mod
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -53,9 +54,7 @@ def parents(planned: Planned, cfg: CampaignConfig, spec: StageSpec) -> list[str]
                                              planned.latest("rm", "safety")]
 
 
-def inputs(cfg: CampaignConfig, spec: StageSpec):
-    from pathlib import Path
-
+def inputs(cfg: CampaignConfig, spec: StageSpec) -> list[Path]:
     src = cfg.ppo.prompts
     return [Path(src.spec)] + ([Path(src.path)] if src.path else []) if src else []
 
@@ -169,7 +168,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     eval_prompts = read_prompts(world.path, "eval")[: 256]
     kw = {"max_new_tokens": pc.max_new_tokens, "batch_size": cfg.eval.batch_size}
     sft = p.find("sft")
-    before = load_causal_lm(start.model, cfg.model)
+    before = reference if reference is not None else load_causal_lm(start.model, cfg.model)  # the starting policy
     out |= {"gold": gold,
             "win_rate_vs_parent": win_rate(eval_rows, [r for _, r in iter_jsonl(start.eval_samples)])
             if start.eval_samples.is_file() else None,
