@@ -20,6 +20,7 @@ venv: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/align run configs/sandbox.yaml --run-dir $(RUN_DIR)
+	$(VENV)/bin/align report $(RUN_DIR)
 
 test: $(VENV)/.installed
 	$(VENV)/bin/pytest -q tests

@@ -1,7 +1,8 @@
 """align: a LLaMA-2-style, safety-aware alignment pipeline for Hugging Face language models.
 
-Public API: load a campaign config, run it, and evaluate checkpoints against the sandbox's
-gold judges. See README.md and DESIGN.md. Names load on first use, so ``import align`` (and
+Public API: load a campaign config, run it, evaluate rounds or checkpoints on evaluation suites
+(``evaluate_round``, ``load_suite``, ``evaluate_suite``, judges by name) and write safety reports
+(``write_report``). See README.md and DESIGN.md. Names load on first use, so ``import align`` (and
 the CLI) start fast.
 """
 
@@ -18,6 +19,9 @@ _EXPORTS = {
     "plan_rounds": "align.campaign", "run_ablation": "align.ablate",
     "Stage": "align.stages", "StageContext": "align.stages", "register": "align.stages",
     "Judge": "align.evaluation.judge", "Verdict": "align.evaluation.judge", "get_judge": "align.evaluation.judge",
+    "judge_all": "align.evaluation.judge", "load_suite": "align.evaluation.suites",
+    "evaluate_suite": "align.evaluation.evaluate", "evaluate_round": "align.campaign",
+    "write_report": "align.report",
     "evaluate_policy": "align.evaluation.policy", "policy_metrics": "align.evaluation.metrics",
     "generate_world": "align.sandbox.build", "write_world": "align.sandbox.build",
     "judge_helpfulness": "align.sandbox.judges", "judge_safety": "align.sandbox.judges",

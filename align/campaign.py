@@ -27,8 +27,8 @@ from align.store import (CampaignStore, Parents, Round, RoundRecord, code_versio
 
 Log = Callable[[str], None]
 
-__all__ = ["PlanError", "RoundPlan", "RoundResult", "campaign_status", "load_run", "plan_rounds", "round_diff",
-           "run_campaign", "verify_run"]
+__all__ = ["PlanError", "RoundPlan", "RoundResult", "campaign_status", "evaluate_round", "load_run", "plan_rounds",
+           "round_diff", "run_campaign", "verify_run"]
 
 
 def _stderr(message: str) -> None:
@@ -206,3 +206,77 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+# ------------------------------------------------------------------------- evaluation rounds ---
+def evaluate_round(run_dir: Path, suite: str, *, policy: str | None = None, model: Path | None = None,
+                   cfg: CampaignConfig | None = None, log: Log = _stderr) -> RoundResult:
+    """Evaluate a policy round of ``run_dir`` (default: its newest), or the checkpoint at ``model``, on
+    ``suite`` into the eval round ``eval-<suite>-<source>`` of the run, through the store: reused when
+    nothing it reads changed, built atomically otherwise. ``cfg``: the run's config with the caller's
+    overrides (default: the run's own, or the defaults for a folder that is not a campaign's)."""
+    from align.config import StageSpec, parse_config
+    from align.evaluation.suites import read_suite_spec
+    from align.stages import PlannedRound
+    from align.stages.eval import RM_JUDGES, _suite
+    from align.store import eval_round_id
+
+    store = CampaignStore(run_dir)
+    if cfg is None:
+        cfg = load_run(run_dir)[0] if (run_dir / "campaign.yaml").is_file() else parse_config({"campaign": "eval"})
+    completed = [r for r in map(store.read, store.round_ids()) if r is not None and r.manifest.get("kind") != "eval"]
+    kinds = policy_kinds()
+    if model is None:
+        policies = [r for r in completed if r.manifest.get("kind") in kinds]
+        if policy is None:
+            if not policies:
+                raise AlignError(f"{run_dir}: no completed policy round to evaluate (give --round or --model)")
+            chosen = policies[-1]
+        else:
+            chosen = store.read(policy)
+            if chosen is None:
+                raise AlignError(f"--round {policy}: no completed round of that id in {run_dir}; rounds: "
+                                 f"{', '.join(store.round_ids()) or 'none'}")
+            if chosen.manifest.get("kind") not in kinds:
+                raise AlignError(f"--round {policy}: a {chosen.manifest.get('kind')} round holds no policy to evaluate "
+                                 f"(policy rounds: {', '.join(r.id for r in policies) or 'none'})")
+        source, extra_inputs = chosen.id, ()
+    else:
+        if not model.is_dir():
+            raise AlignError(f"--model {model}: no such checkpoint folder")
+        weights = tuple(sorted(model.glob("*.safetensors")))
+        if not weights:
+            raise AlignError(f"--model {model}: no *.safetensors weights (only safetensors checkpoints are loaded)")
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": str(model)})})
+        source, extra_inputs, chosen = "model-" + digest({w.name: sha256_file(w) for w in weights})[:10], weights, None
+    spec = StageSpec(kind="eval", name=suite)
+    path, suite_spec = _suite(cfg, spec)
+    read_suite_spec(path)
+    parents = [r for r in [store.latest("sandbox")] if r is not None] + ([chosen] if chosen else [])
+    parents += [r for judge, axis in RM_JUDGES.items() if judge in suite_spec.judges
+                and (r := store.latest("rm", axis)) is not None]
+    if suite_spec.source == "sandbox" and not any(r.manifest.get("kind") == "sandbox" for r in parents):
+        raise AlignError(f"suite {suite}: reads the sandbox world's held-out prompts, and {run_dir} has no sandbox "
+                         "round")
+    rid = eval_round_id(suite_spec.name, source)
+    planned = tuple(PlannedRound(r.id, r.manifest["kind"], r.manifest.get("name"), r.manifest["kind"] in kinds)
+                    for r in parents)
+    stage = get_stage("eval")
+    plan = RoundPlan(rid, "eval", suite_spec.name, cfg.seed, spec, planned,
+                     tuple(stage.inputs(cfg, spec)) + extra_inputs)
+    done = {r.id: r for r in parents}
+    with store.lock():
+        inputs = _input_hashes(plan, done)
+        existing = store.read(rid)
+        if existing and _unchanged(existing, plan, cfg, inputs):
+            log(f"[{rid}] completed earlier: reused")
+            return RoundResult(rid, existing.path, existing.metrics, reused=True)
+        for parent in parents:
+            problems = store.verify(parent.id)
+            if problems:
+                raise AlignError(f"round {rid} cannot build on round {parent.id}, which fails verification:\n  "
+                                 + "\n  ".join(problems))
+        log(f"[{rid}] running eval of {source} on {suite_spec.name}")
+        record = _build(plan, cfg, store, done, inputs, log)
+        log(f"[{rid}] done in {record.manifest['duration_s']:.1f}s")
+        return RoundResult(rid, record.path, record.metrics, reused=False)

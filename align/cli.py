@@ -282,32 +282,180 @@ def calibrate_gate_(run: Annotated[Optional[Path], typer.Option(help="run whose 
                + (f"{chosen} (set combine.params.threshold: {chosen})" if chosen is not None else "none reaches it"))
 
 
+def _options(items: Optional[list[str]], flag: str, nested: bool) -> dict[str, Any]:
+    """``key=value`` items (``judge.key=value`` when ``nested``) with YAML-typed values."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        parts = key.split(".")
+        if not sep or not key or (nested and (len(parts) != 2 or not all(parts))):
+            raise AlignError(f"{flag} {item!r}: expected {'JUDGE.' if nested else ''}KEY=VALUE")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        if nested:
+            out.setdefault(parts[0], {})[parts[1]] = value
+        else:
+            out[key] = value
+    return out
+
+
 @app.command("eval")
 @_user_errors
-def eval_(run_dir: Annotated[Path, typer.Argument(help="a run directory with a completed sandbox round")],
-          round_: Annotated[str, typer.Option("--round", help="policy round whose model to evaluate")] = "01-sft",
-          model: Annotated[Optional[Path], typer.Option(help="evaluate this local checkpoint instead")] = None,
-          as_json: Annotated[bool, typer.Option("--json", help="print the full metrics as JSON")] = False,
+def eval_(run_dir: Annotated[Path, typer.Argument(help="a run directory (a new folder when --model is given)")],
+          suite: Annotated[str, typer.Option(help="suite name (eval/<name>.yaml) or a suite file")] = "sandbox-heldout",
+          round_: Annotated[Optional[str], typer.Option("--round", help="policy round to evaluate (default: the "
+                                                                        "newest)")] = None,
+          model: Annotated[Optional[Path], typer.Option(help="evaluate this local checkpoint (safetensors) "
+                                                             "instead")] = None,
+          data_dir: Annotated[Optional[Path], typer.Option(help="folder the suite's data files are under")] = None,
+          judge_option: Annotated[Optional[list[str]], typer.Option(help="a judge's option, e.g. "
+                                                                         "llm.model=PATH (repeatable)")] = None,
+          as_json: Annotated[bool, typer.Option("--json", help="print the round's metrics as JSON")] = False,
           set_: SetOpt = None) -> None:
-    """Gold-evaluate a round's model, or any local checkpoint, on the run's held-out sandbox prompts."""
-    from align.campaign import load_run
+    """Evaluate a round's policy, or any local checkpoint, on an evaluation suite: generate (batched,
+    resumable), judge with the suite's judges, and store it as an eval round of the run."""
+    from align.campaign import evaluate_round
     from align.config import load_config
-    from align.evaluation.policy import evaluate_checkpoint
-    from align.evaluation.suites import sandbox_heldout
+
+    if model is not None and round_ is not None:
+        raise AlignError("give --round or --model, not both")
+    if (run_dir / "campaign.yaml").is_file():
+        cfg = load_config(run_dir / "campaign.yaml", set_)
+    elif model is None:
+        raise AlignError(f"{run_dir}: not a run directory (no campaign.yaml); to evaluate a checkpoint, give --model")
+    else:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:  # the defaults, with --set applied as to a file
+            (Path(tmp) / "eval.yaml").write_text("campaign: eval\n")
+            cfg = load_config(Path(tmp) / "eval.yaml", set_)
+    suites = cfg.suites.model_dump()
+    suite_path = Path(suite)
+    if suite_path.suffix in (".yaml", ".yml"):
+        if not suite_path.is_file():
+            raise AlignError(f"--suite {suite}: no such suite file")
+        suites["dir"], suite = str(suite_path.resolve().parent), suite_path.stem
+    if data_dir is not None:
+        if not data_dir.is_dir():
+            raise AlignError(f"--data-dir {data_dir}: no such folder")
+        suites["data_dir"] = str(data_dir.resolve())
+    for judge, options in _options(judge_option, "--judge-option", nested=True).items():
+        suites["judge_options"][judge] = {**suites["judge_options"].get(judge, {}), **options}
+    cfg = cfg.model_copy(update={"suites": type(cfg.suites)(**suites)})
+    result = evaluate_round(run_dir, suite, policy=round_, model=model, cfg=cfg)
+    if as_json:
+        typer.echo(json.dumps(result.metrics, indent=2))
+        return
+    record = result.metrics["suite"]
+    typer.echo(f"{result.id}: {record['suite']} on {record['n']} prompts x {record['samples_per_prompt']}"
+               + (" (reused)" if result.reused else ""))
+    for name, m in record["metrics"].items():
+        ci = f" [{m['ci95'][0]}, {m['ci95'][1]}]" if m["ci95"] else ""
+        typer.echo(f"  {name} ({m['judge']}, over {m['over']}: n={m['n']}): {m['value']}{ci}")
+    for judge, why in record.get("skipped_judges", {}).items():
+        typer.echo(f"  judge {judge} skipped: {why}")
+    typer.echo(f"round: {result.path}")
+
+
+@app.command()
+@_user_errors
+def judge(file: Annotated[Path, typer.Argument(help="CSV or JSONL of prompt/response rows")],
+          judge_name: Annotated[str, typer.Option("--judge", help="refusal, safety_rm, helpfulness_rm, llm or "
+                                                                  "sandbox_gold")],
+          prompt_field: Annotated[str, typer.Option(help="the field holding the prompt")] = "prompt",
+          response_field: Annotated[str, typer.Option(help="the field holding the response")] = "response",
+          run: Annotated[Optional[Path], typer.Option(help="run whose reward models (and sandbox world) the judge "
+                                                           "uses")] = None,
+          option: Annotated[Optional[list[str]], typer.Option(help="a judge option, e.g. threshold=0.2 or "
+                                                                   "model=PATH (repeatable)")] = None) -> None:
+    """Judge prompt/response pairs produced anywhere (another model's outputs): one JSON object per input
+    row on stdout, in input order (label, score, every label and score); a summary on stderr."""
+    import time
+    from collections import Counter
+
+    from align.evaluation.judge import JUDGES, get_judge, judge_all
+    from align.evaluation.judge_file import read_pairs, verdict_record
+    from align.records import Prompt
+
+    if judge_name not in JUDGES:
+        raise AlignError(f"--judge {judge_name!r}: unknown judge; known judges: {', '.join(sorted(JUDGES))}")
+    rows = read_pairs(file, prompt_field, response_field)
+    options = _options(option, "--option", nested=False)
+    prompts = [Prompt(id=f"row-{r['line']}", text=r["prompt"], family="benign", category="", is_safety=False,
+                      split="data") for r in rows]
+    if judge_name == "sandbox_gold":
+        prompts = _sandbox_prompts(run, file, rows)
+    elif judge_name in ("safety_rm", "helpfulness_rm") and "rm" not in options:
+        options |= _run_rm(run, judge_name, options)
+    t0 = time.perf_counter()
+    verdicts = judge_all(get_judge(judge_name, **options), prompts, [r["response"] for r in rows])
+    records = [verdict_record(judge_name, v) for v in verdicts]
+    for r in records:
+        typer.echo(json.dumps(r))
+    labels = Counter(r["label"] for r in records)
+    scores = [r["score"] for r in records if r["score"] is not None]
+    typer.echo(f"judge {judge_name}: {len(records)} rows in {time.perf_counter() - t0:.1f}s; labels "
+               + ", ".join(f"{k}={v} ({v / len(records):.1%})" for k, v in labels.most_common())
+               + (f"; mean score {sum(scores) / len(scores):.4f}" if scores else ""), err=True)
+
+
+def _run_rm(run: Optional[Path], judge_name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A reward-model judge's options from a run: its newest reward model and, for safety_rm, the
+    threshold calibrated on its sandbox's safety test pairs (unless given)."""
+    from align.scoring import latest_rm
+
+    if run is None:
+        raise AlignError(f"--judge {judge_name}: give --run RUN_DIR or --option rm=PATH")
+    axis = "safety" if judge_name == "safety_rm" else "helpfulness"
+    out: dict[str, Any] = {"rm": str(latest_rm(run, axis))}
+    if judge_name == "safety_rm" and "threshold" not in options:
+        from align.campaign import load_run
+        from align.reward.client import RewardModel
+        from align.stages.eval import calibrate
+        from align.store import CampaignStore
+
+        cfg = load_run(run)[0]
+        rm = RewardModel.load(Path(out["rm"]), cfg.reward.safety, cfg.model)
+        world = CampaignStore(run).latest("sandbox")
+        record = calibrate(rm, world.path if world else None, world.id if world else "",
+                           target_precision=cfg.suites.target_precision,
+                           fallback=float(cfg.combine.params.get("threshold", 0.15)))
+        typer.echo(f"safety_rm threshold {record['threshold']}: {record['source']}", err=True)
+        out |= {"model": rm, "threshold": record["threshold"]}
+    return out
+
+
+def _sandbox_prompts(run: Optional[Path], file: Path, rows: list[dict[str, Any]]) -> list:
+    """The sandbox prompt records (with their gold answers) of the rows' prompts, matched by text."""
+    from align.sandbox.build import read_prompts
     from align.scoring import latest_world
 
-    _, store = load_run(run_dir)
-    cfg = load_config(run_dir / "campaign.yaml", set_)
-    if model is None:
-        record = store.read(round_)
-        if record is None:
-            raise AlignError(f"--round {round_}: no completed round of that id in {run_dir}; rounds: "
-                             f"{', '.join(store.round_ids()) or 'none'}")
-        model = record.round.model
-        if not model.is_dir():
-            raise AlignError(f"--round {round_}: a {record.round.kind} round holds no policy model to evaluate")
-    gold = evaluate_checkpoint(model, sandbox_heldout(latest_world(run_dir)), cfg.eval, cfg.model, seed=cfg.seed)
-    typer.echo(json.dumps(gold, indent=2) if as_json else _gold_line(gold))
+    if run is None:
+        raise AlignError("--judge sandbox_gold: give --run RUN_DIR (the sandbox world the prompts come from)")
+    world = latest_world(run)
+    by_text = {p.text: p for split in ("eval", "rl") for p in read_prompts(world, split)}
+    missing = next((r for r in rows if r["prompt"] not in by_text), None)
+    if missing is not None:
+        raise AlignError(f"{file}: row {missing['line']}: the prompt is not one of the sandbox world's prompts")
+    return [by_text[r["prompt"]] for r in rows]
+
+
+@app.command()
+@_user_errors
+def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
+           name: Annotated[str, typer.Option(help="report name: writes <run>/reports/<name>/")] = "report") -> None:
+    """Write the safety evaluation report of a run: reports/<name>/report.html (self-contained),
+    report.json (every number in the page) and report.md."""
+    from align.report import write_report
+
+    html, *others = write_report(run_dir, name)
+    typer.echo(f"report: {html}")
+    for path in others:
+        typer.echo(f"        {path}")
 
 
 @app.command()

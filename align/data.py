@@ -8,7 +8,8 @@ raise an error naming the file and row, or are dropped and counted with ``on_bad
 
 Pair formats: ``hh_rlhf`` (Anthropic transcripts split at the last ``\\n\\nAssistant:``),
 ``pku_saferlhf``, ``jsonl`` (generic), ``sandbox`` (align's own records).
-Prompt formats: ``instructions`` (JSON ``{instruction, category}``), ``csv`` (a prompt column).
+Prompt formats: ``instructions`` (JSON ``{instruction, category}``), ``csv`` (a prompt column),
+``lines`` (text files, one prompt a line; the path may be a glob, the category read from each file's name).
 """
 
 from __future__ import annotations
@@ -43,12 +44,15 @@ class DataSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(description="a short name used in messages")
     kind: Literal["pairs", "prompts"]
-    format: Literal["hh_rlhf", "pku_saferlhf", "jsonl", "sandbox", "instructions", "csv"]
+    format: Literal["hh_rlhf", "pku_saferlhf", "jsonl", "sandbox", "instructions", "csv", "lines"]
     axis: Literal["helpfulness", "safety"] | None = Field(None, description="the pairs' axis (pairs only)")
     is_safety: bool | SafetyTag = Field(False, description="prompt-level tag: a constant or from a column")
     family: str | None = Field(None, description="prompt family when is_safety is false (e.g. borderline)")
     prompt_column: str = Field("prompt", description="csv: the column holding the prompt")
     category_column: str | None = Field(None, description="csv: a column holding the category")
+    category_from_file: str | None = Field(None, description="lines: a regex whose first group, searched in each "
+                                                             "file's name, is its prompts' category")
+    unescape_newlines: bool = Field(False, description="lines: a literal backslash-n in a line is a line break")
     default_rating: str = Field("negligibly_better", description="rating of pairs that carry none (margin 0)")
     fields: dict[str, str] = Field(default_factory=dict, description="jsonl: internal name -> column name")
     hub: str | None = Field(None, description="a hub dataset id to load instead of a local file")
@@ -90,16 +94,44 @@ def _rows(spec: DataSpec, path: Path | None) -> Iterator[tuple[int, dict[str, An
     datasets.disable_progress_bars()
     if spec.hub:
         ds = datasets.load_dataset(spec.hub, split=spec.split)
+    elif spec.format == "lines":
+        yield from _lines(spec, path)
+        return
     else:
         if path is None or not path.is_file():
             raise AlignError(f"{path}: data file of spec {spec.name!r} not found")
         builder = "csv" if spec.format == "csv" else "json"
+        if builder == "csv" and len(path.read_bytes()[:1 << 16].splitlines()) < 2 and path.stat().st_size < 1 << 16:
+            raise AlignError(f"{path}: no rows (spec {spec.name!r}): a header at most")
         try:
             ds = datasets.load_dataset(builder, data_files=str(path), split="train")
         except Exception as e:  # datasets wraps parse errors in several types
             raise AlignError(f"{path}: cannot be read as {builder} ({type(e).__name__}: {e})") from None
     for i, row in enumerate(ds, start=1):
         yield i, row
+
+
+def _lines(spec: DataSpec, path: Path | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows ``{text, category, file}`` of text files, one a line (numbered across the files, in name order)."""
+    import re
+
+    files = sorted(path.parent.glob(path.name)) if path is not None else []
+    if not files:
+        raise AlignError(f"{path}: no data file of spec {spec.name!r} matches")
+    i = 0
+    for f in files:
+        category = ""
+        if spec.category_from_file:
+            m = re.search(spec.category_from_file, f.name)
+            category = (m.group(1) if m and m.groups() else m.group(0)) if m else ""
+        try:
+            lines = f.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise AlignError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        for line in lines:
+            i += 1
+            text = line.replace("\\n", "\n") if spec.unescape_newlines else line
+            yield i, {"text": text, "category": category, "file": f.name}
 
 
 def _text(row: dict[str, Any], key: str) -> str:
@@ -193,6 +225,8 @@ def load_prompts(spec: DataSpec, path: str | Path | None = None) -> tuple[list[P
     def parse(s: DataSpec, i: int, row: dict[str, Any]) -> Prompt:
         if s.format == "instructions":
             return _prompt(s, i, _text(row, "instruction"), _tag(s, row), str(row.get("category") or ""))
+        if s.format == "lines":
+            return _prompt(s, i, _text(row, "text"), _tag(s, row), row["category"])
         category = str(row.get(s.category_column) or "") if s.category_column else ""
         return _prompt(s, i, _text(row, s.prompt_column), _tag(s, row), category)
 

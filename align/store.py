@@ -121,6 +121,12 @@ def round_id(index: int, kind: str, name: str | None) -> str:
     return f"{index:02d}-{kind}" + (f"-{name}" if name else "")
 
 
+def eval_round_id(suite: str, source: str) -> str:
+    """The id of an evaluation round made outside the campaign's stages (``align eval``): the suite and
+    what it evaluated (a policy round's id, or ``model-<digest>`` for a checkpoint given by path)."""
+    return f"eval-{suite}-{source}"
+
+
 def newest(rounds: Sequence[Any], kind: str, name: str | None = None) -> Any | None:
     """The last of ``rounds`` (anything with ``kind`` and ``name``) of ``kind`` (and ``name``), or None."""
     found = [r for r in rounds if r.kind == kind and (name is None or r.name == name)]
@@ -192,6 +198,11 @@ class Parents:
     @property
     def sft(self) -> Round:
         return self.of("sft")
+
+    def find_policy(self) -> Round | None:
+        """The newest parent that holds a policy, or None."""
+        found = [r for r in self.rounds if r.kind in self.policy_kinds]
+        return found[-1] if found else None
 
     @property
     def policy(self) -> Round:

@@ -10,9 +10,9 @@ classifier, a safety reward model or an LM rater. ``get_judge`` builds one by na
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from align.errors import AlignError
 from align.records import Prompt
@@ -26,6 +26,7 @@ class Verdict:
     refused: bool | None = None  # the response declines the request
     correct: bool | None = None  # the request's checkable answer was given; None: nothing to check
     well_formed: bool | None = None  # complete, readable text
+    label: str | None = None  # the judge's own class, e.g. refusal's full_compliance / full_refusal / partial_refusal
     scores: Mapping[str, float] = field(default_factory=dict)
 
 
@@ -39,13 +40,35 @@ class Judge(Protocol):
     def judge(self, prompt: Prompt, response: str) -> Verdict: ...
 
 
-# name -> "module:attribute" of a zero-argument factory; imported on first use
-JUDGES: dict[str, str] = {"sandbox_gold": "align.sandbox.judges:GoldJudge"}
+def judge_all(judge: Judge, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[Verdict]:
+    """Verdicts of ``responses[i]`` to ``prompts[i]``, in order: through the judge's batched
+    ``judge_many(prompts, responses)`` where it has one (model-based judges), else one by one."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts for {len(responses)} responses")
+    many = getattr(judge, "judge_many", None)
+    verdicts = list(many(prompts, responses)) if many else [judge.judge(p, r) for p, r in zip(prompts, responses)]
+    if len(verdicts) != len(prompts):
+        raise ValueError(f"judge {judge.name!r} returned {len(verdicts)} verdicts for {len(prompts)} responses")
+    return verdicts
 
 
-def get_judge(name: str) -> Judge:
-    """The judge registered as ``name``."""
+# name -> "module:attribute" of a factory taking the judge's options as keywords; imported on first use
+JUDGES: dict[str, str] = {
+    "sandbox_gold": "align.sandbox.judges:GoldJudge",
+    "refusal": "align.evaluation.refusal:RefusalJudge",
+    "safety_rm": "align.evaluation.rm_judge:SafetyRMJudge",
+    "helpfulness_rm": "align.evaluation.rm_judge:HelpfulnessRMJudge",
+    "llm": "align.evaluation.llm_judge:LLMJudge",
+}
+
+
+def get_judge(name: str, **options: Any) -> Judge:
+    """The judge registered as ``name``, built with ``options``."""
     if name not in JUDGES:
-        raise AlignError(f"unknown judge {name!r}; known judges: {', '.join(JUDGES)}")
+        raise AlignError(f"unknown judge {name!r}; known judges: {', '.join(sorted(JUDGES))}")
     module, _, attr = JUDGES[name].partition(":")
-    return getattr(importlib.import_module(module), attr)()
+    factory = getattr(importlib.import_module(module), attr)
+    try:
+        return factory(**options)
+    except TypeError as e:
+        raise AlignError(f"judge {name!r}: bad options {sorted(options)} ({e})") from None
