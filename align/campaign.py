@@ -216,7 +216,7 @@ def evaluate_round(run_dir: Path, suite: str, *, policy: str | None = None, mode
     nothing it reads changed, built atomically otherwise. ``cfg``: the run's config with the caller's
     overrides (default: the run's own, or the defaults for a folder that is not a campaign's)."""
     from align.config import StageSpec, parse_config
-    from align.evaluation.suites import read_suite_spec
+    from align.evaluation.suites import suite_files
     from align.stages import PlannedRound
     from align.stages.eval import RM_JUDGES, _suite
     from align.store import eval_round_id
@@ -251,7 +251,8 @@ def evaluate_round(run_dir: Path, suite: str, *, policy: str | None = None, mode
         source, extra_inputs, chosen = "model-" + digest({w.name: sha256_file(w) for w in weights})[:10], weights, None
     spec = StageSpec(kind="eval", name=suite)
     path, suite_spec = _suite(cfg, spec)
-    read_suite_spec(path)
+    if suite_spec.source == "data":  # its data files are found before anything is written
+        suite_files(path, suite_spec, Path(cfg.suites.data_dir) if cfg.suites.data_dir else None)
     parents = [r for r in [store.latest("sandbox")] if r is not None] + ([chosen] if chosen else [])
     parents += [r for judge, axis in RM_JUDGES.items() if judge in suite_spec.judges
                 and (r := store.latest("rm", axis)) is not None]

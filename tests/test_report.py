@@ -82,7 +82,7 @@ def test_the_page_is_one_self_contained_file(reported):
     for table in TABLES:
         assert f'id="{table}"' in html
     md = (out / "report.md").read_text()
-    assert "## Round-over-round changes (paired)" in md and "| 10-ppo | 1" in md
+    assert "## Round-over-round changes (paired)" in md and "| 10-ppo | 64 × 2 |" in md
 
 
 @pytest.mark.skipif(BROWSER is None, reason="no Chromium (Debian: apt-get install chromium; .ci/run installs it)")

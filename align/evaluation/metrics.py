@@ -196,10 +196,11 @@ def suite_metrics(rows: Sequence[dict[str, Any]], metrics: dict[str, Any], label
     def one(subset: Sequence[dict[str, Any]]) -> dict[str, Any]:
         out = {}
         for name, m in metrics.items():
-            label, default_over = labels[name]
+            label, default_over = labels[m.base(name) if hasattr(m, "base") else name]
             over = m.over or default_over
             key = label if label is not None else m.score
             out[name] = {"judge": m.judge, "over": over, **({"score": m.score} if label is None else {}),
+                         **({"metric": m.metric} if getattr(m, "metric", None) else {}),
                          **_estimate(subset, m.judge, key, over, is_rate=label is not None)}
         return out
 

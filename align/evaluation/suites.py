@@ -57,9 +57,15 @@ class MetricSpec(Strict):
     """One metric of the suite: the judge whose labels it counts and over which prompts."""
 
     judge: str = Field(description="a judge of the suite's ``judges``")
+    metric: str | None = Field(None, description="the metric (see METRICS) when the key names it otherwise, e.g. "
+                                                 "violation_rate_llm: {metric: violation_rate, judge: llm}")
     over: Population | None = Field(None, description="prompts counted: all, refuse or answer (default: the "
                                                       "metric's own, see METRICS)")
     score: str | None = Field(None, description="helpfulness: the judge's score to average")
+
+    def base(self, key: str) -> str:
+        """The metric this spec measures, stored under ``key``."""
+        return self.metric or key
 
 
 class SuiteData(Strict):
@@ -103,11 +109,11 @@ class SuiteSpec(Strict):
         if self.source == "sandbox" and self.expected != "by_family":
             raise ValueError("a sandbox suite's expected behaviour is by_family")
         for name, m in self.metric_specs().items():
-            if name not in METRICS:
-                raise ValueError(f"metrics: unknown metric {name!r}; known: {', '.join(METRICS)}")
+            if m.base(name) not in METRICS:
+                raise ValueError(f"metrics: unknown metric {m.base(name)!r}; known: {', '.join(METRICS)}")
             if m.judge not in self.judges:
                 raise ValueError(f"metrics.{name}: judge {m.judge!r} is not among the suite's judges")
-            if METRICS[name][0] is None and not m.score:
+            if METRICS[m.base(name)][0] is None and not m.score:
                 raise ValueError(f"metrics.{name}: name the judge's score to average (score: ...)")
         return self
 

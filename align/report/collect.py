@@ -104,7 +104,7 @@ def deltas(evals: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             for name, m in b["metrics"].items():
                 if name not in a["metrics"] or a["metrics"][name]["judge"] != m["judge"]:
                     continue
-                label, _ = METRICS[name]
+                label, _ = METRICS[m.get("metric") or name]
                 key = label if label is not None else m.get("score")
                 d = paired_delta(per_prompt(a["_rows"], m["judge"], key, m["over"]),
                                  per_prompt(b["_rows"], m["judge"], key, m["over"]))

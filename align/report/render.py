@@ -45,7 +45,8 @@ def cell(text: Any, limit: int = 300) -> str:
 
 
 def is_rate(metric: str) -> bool:
-    return metric.endswith("_rate") or metric == "helpful_accuracy"
+    """Whether a metric (by its key, e.g. violation_rate_llm) is a rate shown in %, not a mean score."""
+    return "_rate" in metric or metric.startswith("helpful_accuracy")
 
 
 def _environment() -> jinja2.Environment:

@@ -28,7 +28,8 @@ from align.models import load_causal_lm, load_tokenizer
 from align.stages import Planned, PlanError, Stage, StageContext, register
 
 DEFAULT_SUITE = "sandbox-heldout"
-RM_JUDGES = {"safety_rm": "safety", "helpfulness_rm": "helpfulness"}
+RM_JUDGES = {"helpfulness_rm": "helpfulness", "safety_rm": "safety"}
+SAMPLING = ("temperature", "top_p", "max_new_tokens", "samples_per_prompt", "max_prompts")  # what draws the answers
 
 
 def _suite(cfg: CampaignConfig, spec: StageSpec) -> tuple[Path, SuiteSpec]:
@@ -110,9 +111,7 @@ def _reusable(ctx: StageContext, suite: SuiteSpec) -> Path | None:
     record = CampaignStore(ctx.run_dir).read(policy.id)
     config = record.manifest.get("config", {}) if record else {}
     drawn = config.get("eval") or {k[5:]: v for k, v in config.items() if k.startswith("eval.")}
-    now = ctx.cfg.eval.model_dump(mode="json")
-    same = drawn and all(drawn.get(k) == now[k] for k in ("temperature", "top_p", "max_new_tokens",
-                                                           "samples_per_prompt", "max_prompts"))
+    same = bool(drawn) and all(k in drawn and drawn[k] == getattr(ctx.cfg.eval, k) for k in SAMPLING)
     return policy.eval_samples if same and record.manifest.get("seed") == ctx.seed else None
 
 
@@ -167,6 +166,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         flat = [{**r, **judged(r, "sandbox_gold")} for r in rows]
         metrics["gold"] = policy_metrics(flat, cfg.eval.samples_per_prompt,
                                          suite.judges["sandbox_gold"].scores)
+        metrics["gold"]["eval_seconds"] = round(sum(record["seconds"].values()), 2)
     if {"safety_rm", "helpfulness_rm"} <= set(suite.judges) and cfg.combine.rule == "llama2_gate":
         metrics["gate"] = gate_diagnostics(rows, dict(cfg.combine.params))
     return metrics

@@ -31,7 +31,7 @@ def _policy(run_dir):
 def test_evaluate_policy_draws_k_answers_per_prompt_and_win_rate_pairs_them_by_sample(completed_smoke_run):
     run_dir, _ = completed_smoke_run
     suite = sandbox_heldout(run_dir / "rounds" / "00-sandbox")
-    suite = Suite(suite.name, suite.prompts[:6], suite.judge)
+    suite = Suite(suite.name, suite.prompts[:6], suite.judges)
     model, tokenizer = _policy(run_dir)
     m, rows = evaluate_policy(model, tokenizer, suite, EvalConfig(samples_per_prompt=3, max_new_tokens=16), seed=0)
     assert len(rows) == 18 and m["n"] == 6 and m["samples_per_prompt"] == 3
@@ -51,7 +51,7 @@ def test_another_judge_plugs_into_the_same_evaluation(completed_smoke_run):
     assert isinstance(judge, Judge) and isinstance(get_judge("sandbox_gold"), Judge)
     prompts = sandbox_heldout(run_dir / "rounds" / "00-sandbox").prompts[:8]
     model, tokenizer = _policy(run_dir)
-    m, rows = evaluate_policy(model, tokenizer, Suite("toy", prompts, judge), EvalConfig(max_new_tokens=8), seed=0)
+    m, rows = evaluate_policy(model, tokenizer, Suite("toy", prompts, {"toy": judge}), EvalConfig(max_new_tokens=8), seed=0)
     borderline = [p for p in prompts if p.family == "borderline"]
     assert m["false_refusal_rate"] == (1.0 if borderline else None)
     assert m["helpful_accuracy"] is None  # the judge cannot tell: no rate, not a zero
@@ -64,5 +64,5 @@ def test_an_unknown_judge_lists_the_known_ones():
 
     from align.errors import AlignError
 
-    with pytest.raises(AlignError, match="unknown judge 'gpt'; known judges: sandbox_gold"):
+    with pytest.raises(AlignError, match="unknown judge 'gpt'; known judges: helpfulness_rm, llm, refusal, safety_rm, sandbox_gold"):
         get_judge("gpt")
