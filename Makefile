@@ -20,6 +20,7 @@ venv: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/align run configs/sandbox.yaml --run-dir $(RUN_DIR)
+	$(VENV)/bin/align eval $(RUN_DIR) --round 01-sft   # the SFT policy's answers under every judge (its violations)
 	$(VENV)/bin/align report $(RUN_DIR)
 
 test: $(VENV)/.installed
