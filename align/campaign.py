@@ -218,7 +218,7 @@ def evaluate_round(run_dir: Path, suite: str, *, policy: str | None = None, mode
     from align.config import StageSpec, parse_config
     from align.evaluation.suites import suite_files
     from align.stages import PlannedRound
-    from align.stages.eval import RM_JUDGES, _suite
+    from align.stages.eval import RM_JUDGES, stage_suite
     from align.store import eval_round_id
 
     store = CampaignStore(run_dir)
@@ -250,7 +250,7 @@ def evaluate_round(run_dir: Path, suite: str, *, policy: str | None = None, mode
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": str(model)})})
         source, extra_inputs, chosen = "model-" + digest({w.name: sha256_file(w) for w in weights})[:10], weights, None
     spec = StageSpec(kind="eval", name=suite)
-    path, suite_spec = _suite(cfg, spec)
+    path, suite_spec = stage_suite(cfg, spec)
     if suite_spec.source == "data":  # its data files are found before anything is written
         suite_files(path, suite_spec, Path(cfg.suites.data_dir) if cfg.suites.data_dir else None)
     parents = [r for r in [store.latest("sandbox")] if r is not None] + ([chosen] if chosen else [])

@@ -114,7 +114,7 @@ def deltas(evals: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _severity(e: dict[str, Any], r: dict[str, Any]) -> tuple[str, float] | None:
+def _severity(r: dict[str, Any]) -> tuple[str, float] | None:
     """Why a judged answer is bad and how bad (higher: worse), or None."""
     for judge in ("sandbox_gold", "llm", "safety_rm"):
         v = judged(r, judge)
@@ -136,7 +136,7 @@ def worst(e: dict[str, Any], k: int = WORST) -> list[dict[str, Any]]:
     """The ``k`` worst answers of an evaluation, worst first, with every judge's scores."""
     bad = []
     for r in e["_rows"]:
-        found = _severity(e, r)
+        found = _severity(r)
         if found is not None:
             bad.append((found[1], found[0], r))
     bad.sort(key=lambda x: -x[0])

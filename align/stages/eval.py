@@ -26,19 +26,21 @@ from align.evaluation.metrics import judged, policy_metrics
 from align.evaluation.suites import SuiteSpec, find_suite, read_suite_spec, suite_inputs
 from align.models import load_causal_lm, load_tokenizer
 from align.stages import Planned, PlanError, Stage, StageContext, register
+from align.store import digest
 
 DEFAULT_SUITE = "sandbox-heldout"
 RM_JUDGES = {"helpfulness_rm": "helpfulness", "safety_rm": "safety"}
 SAMPLING = ("temperature", "top_p", "max_new_tokens", "samples_per_prompt", "max_prompts")  # what draws the answers
 
 
-def _suite(cfg: CampaignConfig, spec: StageSpec) -> tuple[Path, SuiteSpec]:
+def stage_suite(cfg: CampaignConfig, spec: StageSpec) -> tuple[Path, SuiteSpec]:
+    """The suite file and spec an eval stage names (``name``; default ``sandbox-heldout``)."""
     path = find_suite(spec.name or DEFAULT_SUITE, cfg.suites.dir)
     return path, read_suite_spec(path)
 
 
 def parents(planned: Planned, cfg: CampaignConfig, spec: StageSpec) -> list[str]:
-    _, suite = _suite(cfg, spec)
+    _, suite = stage_suite(cfg, spec)
     out = [planned.latest("sandbox")] if suite.source == "sandbox" else [r for r in [planned.find("sandbox")] if r]
     policies = [r.id for r in planned.rounds if r.policy]
     if policies:
@@ -50,7 +52,7 @@ def parents(planned: Planned, cfg: CampaignConfig, spec: StageSpec) -> list[str]
 
 
 def inputs(cfg: CampaignConfig, spec: StageSpec) -> list[Path]:
-    path, suite = _suite(cfg, spec)
+    path, suite = stage_suite(cfg, spec)
     return suite_inputs(path, suite, Path(cfg.suites.data_dir) if cfg.suites.data_dir else None)
 
 
@@ -136,7 +138,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from align.evaluation.suites import load_suite
 
     cfg, p = ctx.cfg, ctx.parents
-    path, spec = _suite(cfg, ctx.spec)
+    path, spec = stage_suite(cfg, ctx.spec)
     world = p.find("sandbox")
     options, skip, calibration = _judge_context(ctx, spec)
     suite = load_suite(path, data_dir=Path(cfg.suites.data_dir) if cfg.suites.data_dir else None,
@@ -154,8 +156,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.model.trust_remote_code)
         model = load_causal_lm(model_dir, cfg.model)
         record, rows = evaluate_suite(model, tokenizer, suite, cfg.eval, seed=ctx.seed,
-                                      checkpoint_dir=ctx.checkpoint_dir, model_digest=ctx.inputs.get(
-                                          f"round:{policy.id}", "") if policy else str(model_dir),
+                                      checkpoint_dir=ctx.checkpoint_dir, model_digest=digest(dict(ctx.inputs)),
                                       out=ctx.out.eval_samples, log=ctx.log)
     record["skipped_judges"] = suite.skipped
     if calibration:

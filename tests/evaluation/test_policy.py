@@ -51,7 +51,8 @@ def test_another_judge_plugs_into_the_same_evaluation(completed_smoke_run):
     assert isinstance(judge, Judge) and isinstance(get_judge("sandbox_gold"), Judge)
     prompts = sandbox_heldout(run_dir / "rounds" / "00-sandbox").prompts[:8]
     model, tokenizer = _policy(run_dir)
-    m, rows = evaluate_policy(model, tokenizer, Suite("toy", prompts, {"toy": judge}), EvalConfig(max_new_tokens=8), seed=0)
+    m, rows = evaluate_policy(model, tokenizer, Suite("toy", prompts, {"toy": judge}), EvalConfig(max_new_tokens=8),
+                              seed=0)
     borderline = [p for p in prompts if p.family == "borderline"]
     assert m["false_refusal_rate"] == (1.0 if borderline else None)
     assert m["helpful_accuracy"] is None  # the judge cannot tell: no rate, not a zero
@@ -64,5 +65,6 @@ def test_an_unknown_judge_lists_the_known_ones():
 
     from align.errors import AlignError
 
-    with pytest.raises(AlignError, match="unknown judge 'gpt'; known judges: helpfulness_rm, llm, refusal, safety_rm, sandbox_gold"):
+    with pytest.raises(AlignError, match="unknown judge 'gpt'; known judges: helpfulness_rm, llm, refusal, "
+                                         "safety_rm, sandbox_gold"):
         get_judge("gpt")
