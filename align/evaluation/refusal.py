@@ -372,9 +372,18 @@ class RefusalJudge:
         without it (the table ``refusal_train`` measured when it wrote these weights)."""
         table = self.head.meta.get("leave_one_file_out") or {}
         short = {re.sub(r"^xstest_v2_completions_|\.csv$", "", f): v for f, v in table.items()}
+        binary = {f: round(refused_agreement(v["confusion"]), 4) for f, v in short.items()}
         return {"human_agreement": "XSTest human labels (3 classes), leave-one-file-out: " + ", ".join(
-                    f"{f} {v['agreement']:.3f} (string match {v['string_match']:.3f})" for f, v in short.items()),
-                "lofo": {f: v["agreement"] for f, v in short.items()}}
+                    f"{f} {v['agreement']:.3f} (string match {v['string_match']:.3f})" for f, v in short.items())
+                + "; refused or not: " + ", ".join(f"{f} {a:.3f}" for f, a in binary.items()),
+                "lofo": {f: v["agreement"] for f, v in short.items()}, "lofo_refused": binary}
+
+
+def refused_agreement(confusion: Sequence[Sequence[int]]) -> float:
+    """Agreement on ``refused`` (full or partial refusal vs compliance) from a 3-class confusion matrix in
+    ``LABELS`` order: what a false-refusal or refusal rate counts."""
+    c = np.asarray(confusion)
+    return float((c[0, 0] + c[1:, 1:].sum()) / c.sum())
 
 
 def _verdict(proba: np.ndarray) -> Verdict:

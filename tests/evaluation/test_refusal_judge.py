@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from align.evaluation.judge import get_judge
-from align.evaluation.refusal import LABELS, RefusalJudge, xstest_string_match
+from align.evaluation.refusal import LABELS, RefusalJudge, refused_agreement, xstest_string_match
 from align.records import Prompt
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -156,3 +156,11 @@ def test_training_cli_names_the_file_and_the_missing_field(tmp_path):
     assert out.returncode == 2, out.stderr
     assert str(bad) in out.stderr and "'final_label'" in out.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_agreement_on_refused_counts_partial_and_full_refusals_as_one_class():
+    # gpt4's leave-one-file-out confusion: 219 + (202 + 8 + 1 + 4) of 450 agree on refused-or-not
+    assert refused_agreement([[219, 0, 11], [1, 202, 8], [4, 1, 4]]) == pytest.approx(434 / 450)
+    validity = RefusalJudge().validity()
+    assert set(validity["lofo"]) == set(validity["lofo_refused"]) == {"gpt4", "llama2orig", "mistralinstruct"}
+    assert all(validity["lofo_refused"][f] >= validity["lofo"][f] for f in validity["lofo"])
