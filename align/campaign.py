@@ -171,6 +171,14 @@ def campaign_status(run_dir: Path, cfg: CampaignConfig | None = None) -> dict[st
                 fresh.add(plan.id)
         rounds.append({"id": plan.id, "kind": plan.kind, "status": status, "parents": [p.id for p in plan.parents],
                        "config_hash": config_hash, "metrics": metrics, "duration_s": duration})
+    planned = {r["id"] for r in rounds}
+    for rid in store.round_ids():  # eval rounds made outside the stages (align eval), after the campaign's own
+        record = store.read(rid)
+        if rid not in planned and record is not None and record.manifest.get("kind") == "eval":
+            m = record.manifest
+            rounds.append({"id": rid, "kind": "eval", "status": "completed", "parents": m.get("parents", []),
+                           "config_hash": m.get("config_hash"), "metrics": record.metrics,
+                           "duration_s": m.get("duration_s")})
     return {"campaign": cfg.campaign, "rounds": rounds}
 
 

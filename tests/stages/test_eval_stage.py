@@ -64,6 +64,8 @@ def test_align_eval_of_a_round_with_the_reward_model_judges_and_the_gate(smoke_c
     assert m["metrics"]["answers_from"] == "09-rs"
     again = align_cli("eval", str(run_dir), "--round", "09-rs")
     assert again.returncode == 0 and "completed earlier: reused" in again.stderr
+    status = json.loads(align_cli("status", str(run_dir), "--json").stdout)["rounds"]
+    assert status[-1]["id"] == "eval-sandbox-heldout-09-rs" and status[-1]["parents"] == m["parents"]
 
 
 @pytest.mark.parametrize("args, message", [
