@@ -112,9 +112,17 @@ def run_campaign(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None
         store.read(plan.id)
     results: list[RoundResult] = []
     done: dict[str, RoundRecord] = {}
-    with store.lock():
-        if not (keep_config and (run_dir / "campaign.yaml").is_file()):
+    config_written = False
+
+    def write_config() -> None:
+        """The run's campaign.yaml becomes ``cfg``: once a round is about to be built with it, or the run
+        ends well, never when it fails before changing anything (status would mark unbuilt rounds stale)."""
+        nonlocal config_written
+        if not config_written and not (keep_config and (run_dir / "campaign.yaml").is_file()):
             write_atomic(run_dir / "campaign.yaml", config_to_yaml(cfg))
+        config_written = True
+
+    with store.lock():
         for plan in plans:
             inputs = _input_hashes(plan, done)
             existing = store.read(plan.id)
@@ -130,9 +138,11 @@ def run_campaign(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None
                                      "  " + "\n  ".join(problems)
                                      + f"\nrestore the files, or delete {store.rounds_dir / parent.id} to rebuild it")
             log(f"[{plan.id}] running {plan.kind}" + (" (inputs or config changed)" if existing else ""))
+            write_config()
             done[plan.id] = record = _build(plan, cfg, store, done, inputs, log)
             log(f"[{plan.id}] done in {record.manifest['duration_s']:.1f}s")
             results.append(RoundResult(plan.id, record.path, record.metrics, reused=False))
+        write_config()
     return results
 
 

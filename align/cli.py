@@ -121,19 +121,23 @@ def lineage(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) ->
     from align.campaign import campaign_status
 
     rounds = campaign_status(run_dir)["rounds"]
+    order = {r["id"]: i for i, r in enumerate(rounds)}
     children: dict[str, list[dict[str, Any]]] = {r["id"]: [] for r in rounds}
-    for r in rounds:
-        for parent in r["parents"]:
-            children[parent].append(r)
     tree = Tree(f"campaign {run_dir}")
+    for r in rounds:  # each round once, under its newest parent; its other parents named beside it
+        parents = sorted((p for p in r["parents"] if p in order), key=order.__getitem__)
+        if parents:
+            children[parents[-1]].append(r)
 
     def add(node: Tree, r: dict[str, Any]) -> None:
-        branch = node.add(f"{r['id']} ({r['status']})")
+        parents = sorted((p for p in r["parents"] if p in order), key=order.__getitem__)
+        also = f"  ← also {', '.join(parents[:-1])}" if len(parents) > 1 else ""
+        branch = node.add(f"{r['id']} ({r['status']}){also}")
         for child in children[r["id"]]:
             add(branch, child)
 
     for r in rounds:
-        if not r["parents"]:
+        if not any(p in order for p in r["parents"]):
             add(tree, r)
     Console().print(tree)
 
@@ -211,7 +215,8 @@ def _combine(cfg, rule: Optional[str], params: Optional[list[str]]):
 @_user_errors
 def score(data: Annotated[Path, typer.Argument(help="JSONL of {prompt, response, is_safety?} rows")],
           out: Annotated[Path, typer.Option(help="JSONL to write, one scored row per input row")],
-          run: Annotated[Optional[Path], typer.Option(help="run whose newest rm rounds and combine rule to use")] = None,
+          run: Annotated[Optional[Path], typer.Option(help="run whose newest rm rounds and combine rule to "
+                                                           "use")] = None,
           helpfulness_rm: Annotated[Optional[Path], typer.Option(help="helpfulness RM folder")] = None,
           safety_rm: Annotated[Optional[Path], typer.Option(help="safety RM folder")] = None,
           rule: Annotated[Optional[str], typer.Option(help="combination rule (default: the run's, else "

@@ -282,9 +282,14 @@ class CampaignStore:
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the campaign's single-writer lock (released by the OS if the process dies)."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / LOCK
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except (NotADirectoryError, FileExistsError):
+            raise AlignError(f"{self.run_dir}: cannot be a run directory (a part of its path is a file)") from None
+        except PermissionError:
+            raise AlignError(f"{self.run_dir}: not writable (give a --run-dir you can write to)") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

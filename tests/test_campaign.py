@@ -160,8 +160,10 @@ def test_status_json_lineage_and_diff(completed_smoke_run):
     cross = status["rounds"][4]["metrics"]["cross_axis"]  # 04-rm-safety on both test sets, as Table 7
     assert "reward models: accuracy on each test set" in table
     assert f"{cross['helpfulness']:.3f}" in table and f"{cross['safety']:.3f} *" in table
-    lineage = align_cli("lineage", str(run_dir)).stdout
+    lineage = align_cli("lineage", str(run_dir), env={"COLUMNS": "400"}).stdout
     assert lineage.index("00-sandbox") < lineage.index("01-sft") < lineage.index("02-eval")
+    assert all(lineage.count(f"{r['id']} (") == 1 for r in status["rounds"])  # each round printed once
+    assert "10-ppo (completed)  ← also 00-sandbox" in lineage
     diff = align_cli("diff", str(run_dir), "01-sft", "02-eval")
     assert diff.returncode == 0 and 'kind: "sft" -> "eval"' in diff.stdout
     assert align_cli("diff", str(run_dir), "01-sft", "09-nope").returncode == 2

@@ -72,3 +72,24 @@ def test_sft_data_jsonl_with_a_bad_row_names_the_line(tmp_path):
     result = _align("run", str(SMOKE), "--run-dir", str(tmp_path / "run"), "--set", f"sft.data={data}")
     assert result.returncode == 2
     assert f"{data}:2: field 'response' must be a non-empty string" in result.stderr
+
+
+def test_a_duplicate_yaml_key_is_an_error_naming_its_line(tmp_path):
+    bad = tmp_path / "dup.yaml"
+    bad.write_text("campaign: x\nsft:\n  epochs: 2\nsft:\n  lr: 1.0\n")
+    result = _align("run", str(bad), "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2 and "dup.yaml:4" in result.stderr and "duplicate key 'sft'" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_directory_under_a_file_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "afile").write_text("")
+    result = _align("run", str(SMOKE), "--run-dir", str(tmp_path / "afile" / "sub"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "a part of its path is a file" in result.stderr
+
+
+def test_a_run_that_fails_before_building_leaves_campaign_yaml_unchanged(smoke_copy):
+    before = (smoke_copy / "campaign.yaml").read_bytes()
+    result = _align("run", str(SMOKE), "--run-dir", str(smoke_copy), "--set", "sft.data=/nonexistent/sft.jsonl")
+    assert result.returncode == 2 and "/nonexistent/sft.jsonl" in result.stderr
+    assert (smoke_copy / "campaign.yaml").read_bytes() == before
