@@ -217,11 +217,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _read_yaml(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
+def _read_yaml(path: Path, what: str = "config file") -> tuple[dict[str, Any], yaml.Node | None]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise AlignError(f"{path}: no such config file") from None
+        raise AlignError(f"{path}: no such {what}") from None
     except UnicodeDecodeError as e:
         raise AlignError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except IsADirectoryError:
@@ -235,8 +235,20 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise AlignError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+        raise AlignError(f"{path}: expected a mapping of {'config sections' if what == 'config file' else 'fields'}, "
+                         f"got {type(data).__name__}")
     return data, root
+
+
+def read_yaml_model(path: Path, model: type[BaseModel], what: str) -> Any:
+    """A small YAML file (a data spec, a suite) validated as ``model``; every problem is one AlignError
+    naming the file (and the line, or the dotted field)."""
+    data, _ = _read_yaml(path, what)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        errs = "; ".join(f"{'.'.join(map(str, x['loc'])) or '(top level)'}: {x['msg']}" for x in e.errors())
+        raise AlignError(f"{path}: invalid {what}: {errs}") from None
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from align.config import Strict
+from align.config import Strict, read_yaml_model
 from align.errors import AlignError
 from align.records import RATINGS, PreferencePair, Prompt, from_dict
 
@@ -74,17 +73,8 @@ class BadRow(ValueError):
 
 
 def load_spec(path: str | Path) -> DataSpec:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return DataSpec.model_validate(data)
-    except FileNotFoundError:
-        raise AlignError(f"{path}: no such data spec") from None
-    except yaml.YAMLError as e:
-        raise AlignError(f"{path}: malformed YAML ({e})") from None
-    except ValidationError as e:
-        errs = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        raise AlignError(f"{path}: invalid data spec: {errs}") from None
+    """The data spec in ``path``; a missing file, malformed YAML or a bad field is one error naming it."""
+    return read_yaml_model(Path(path), DataSpec, "data spec")
 
 
 def _rows(spec: DataSpec, path: Path | None) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -124,6 +124,11 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise AlignError(f"{path}: no such file") from None
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every object of a JSONL file, in order (errors as ``iter_jsonl``)."""
+    return [obj for _, obj in iter_jsonl(path)]
+
+
 def read_records(path: Path, cls: type[Record]) -> list[Record]:
     out = []
     for lineno, obj in iter_jsonl(path):

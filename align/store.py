@@ -207,10 +207,10 @@ class Parents:
     @property
     def policy(self) -> Round:
         """The newest parent that holds a policy."""
-        found = [r for r in self.rounds if r.kind in self.policy_kinds]
-        if not found:
+        found = self.find_policy()
+        if found is None:
             raise AlignError(f"no policy round among the parents ({', '.join(r.id for r in self.rounds) or 'none'})")
-        return found[-1]
+        return found
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from align.evaluation.judge import judge_all
 from align.evaluation.metrics import agreement, family_category, suite_metrics
 from align.evaluation.suites import METRICS, Suite, expected
 from align.generate import sample_k
-from align.records import Prompt, iter_jsonl, write_jsonl
+from align.records import Prompt, write_jsonl
 from align.store import digest
 
 GENERATIONS = "generations.jsonl"
@@ -154,7 +154,3 @@ def evaluate_suite(model: PreTrainedModel | None, tokenizer: PreTrainedTokenizer
     if out is not None:
         write_jsonl(out, rows)
     return record, rows
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    return [r for _, r in iter_jsonl(path)]

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from align.config import Strict, folder_name
+from align.config import Strict, folder_name, read_yaml_model
 from align.errors import AlignError
 from align.evaluation.judge import JUDGES, Judge, get_judge
 from align.records import Prompt
@@ -168,19 +167,7 @@ def find_suite(name_or_path: str | Path, extra_dir: str | Path | None = None) ->
 
 def read_suite_spec(path: Path) -> SuiteSpec:
     """The validated ``SuiteSpec`` of a suite file; errors name the file and the field."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AlignError(f"{path}: no such suite file") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise AlignError(f"{path}: malformed suite YAML ({e})") from None
-    if not isinstance(data, dict):
-        raise AlignError(f"{path}: a suite is a mapping of fields (name, source, expected, judges, metrics)")
-    try:
-        return SuiteSpec.model_validate(data)
-    except ValidationError as e:
-        errs = "; ".join(f"{'.'.join(map(str, x['loc'])) or '(top level)'}: {x['msg']}" for x in e.errors())
-        raise AlignError(f"{path}: invalid suite: {errs}") from None
+    return read_yaml_model(path, SuiteSpec, "suite")
 
 
 def suite_files(path: Path, spec: SuiteSpec, data_dir: Path | None) -> tuple[Path, Path | None]:
@@ -195,11 +182,9 @@ def suite_files(path: Path, spec: SuiteSpec, data_dir: Path | None) -> tuple[Pat
             raise AlignError(f"{path}: data.file: the data spec {spec_path.name} names no hub dataset, so the suite "
                              "needs a file")
         return spec_path, None
-    file = Path(spec.data.file)
-    if not file.is_absolute():
-        if data_dir is None:
-            raise AlignError(f"suite {spec.name!r} reads {spec.data.file}: give --data-dir (the folder holding it)")
-        file = data_dir / file
+    file = _data_path(spec, data_dir)
+    if file is None:
+        raise AlignError(f"suite {spec.name!r} reads {spec.data.file}: give --data-dir (the folder holding it)")
     if not any(file.parent.glob(file.name)):
         raise AlignError(f"{path}: data.file: {file} not found" + (f" under --data-dir {data_dir}" if data_dir else ""))
     return spec_path, file
@@ -211,14 +196,19 @@ def suite_inputs(path: Path, spec: SuiteSpec, data_dir: Path | None) -> list[Pat
     files = [path]
     if spec.source == "data" and spec.data is not None:
         files.append((path.parent / spec.data.spec).resolve())
-        if spec.data.file is not None:
-            file = Path(spec.data.file)
-            if not file.is_absolute():
-                if data_dir is None:
-                    return files
-                file = data_dir / file
+        file = _data_path(spec, data_dir)
+        if file is not None:
             files += sorted(file.parent.glob(file.name)) or [file]
     return files
+
+
+def _data_path(spec: SuiteSpec, data_dir: Path | None) -> Path | None:
+    """The suite's data file (a glob for the lines format): absolute, or under ``data_dir``; None when it reads
+    the hub, or when it is relative and no data folder was given."""
+    if spec.data is None or spec.data.file is None:
+        return None
+    file = Path(spec.data.file)
+    return file if file.is_absolute() else (data_dir / file if data_dir is not None else None)
 
 
 # ------------------------------------------------------------------------------- loading ---

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from align.errors import AlignError
-from align.evaluation.evaluate import read_rows
 from align.evaluation.metrics import family_category, judged, per_prompt, suite_metrics
 from align.evaluation.suites import METRICS, MetricSpec, find_suite, read_suite_spec
+from align.records import read_jsonl
 from align.store import CampaignStore, RoundRecord
 
 BOOTSTRAP = 2000
@@ -67,7 +67,7 @@ def evaluations(store: CampaignStore, records: Sequence[RoundRecord]) -> list[di
         kind = r.manifest.get("kind")
         if kind in POLICY_KINDS and "gold" in r.metrics and r.round.eval_samples.is_file():
             sandbox_metrics = sandbox_metrics or _sandbox_metrics()
-            rows = read_rows(r.round.eval_samples)
+            rows = read_jsonl(r.round.eval_samples)
             measured = suite_metrics(rows, sandbox_metrics, METRICS, family_category)
             out.append(_evaluation(r, SANDBOX_SUITE, r.id, rows, measured, {
                 "source": "in-round", "judges": ["sandbox_gold"], "n": r.metrics["gold"]["n"],
@@ -75,7 +75,7 @@ def evaluations(store: CampaignStore, records: Sequence[RoundRecord]) -> list[di
                     "sandbox_gold": {"reference": "ground truth: the sandbox's gold judges define the labels"}}}))
         elif kind == "eval" and "suite" in r.metrics and r.round.eval_samples.is_file():
             s = r.metrics["suite"]
-            rows = read_rows(r.round.eval_samples)
+            rows = read_jsonl(r.round.eval_samples)
             policy = r.metrics.get("policy") or r.id
             out.append(_evaluation(r, s["suite"], policy, rows, {"overall": s["metrics"],
                                                                    "by_category": s["by_category"]},

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from align.config import CampaignConfig, StageSpec
-from align.evaluation.evaluate import evaluate_suite, read_rows, reuse_answers
+from align.evaluation.evaluate import evaluate_suite, reuse_answers
+from align.records import read_jsonl
 from align.evaluation.metrics import judged, policy_metrics
 from align.evaluation.suites import SuiteSpec, find_suite, read_suite_spec, suite_inputs
 from align.models import load_causal_lm, load_tokenizer
@@ -151,7 +152,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if reuse is not None:
         ctx.log(f"  eval: the answers {policy.id} drew on these prompts with these settings are reused")
         record, rows = evaluate_suite(None, None, suite, cfg.eval, seed=ctx.seed, answers=reuse_answers(
-            read_rows(reuse)), out=ctx.out.eval_samples, log=ctx.log)
+            read_jsonl(reuse)), out=ctx.out.eval_samples, log=ctx.log)
     else:
         tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.model.trust_remote_code)
         model = load_causal_lm(model_dir, cfg.model)

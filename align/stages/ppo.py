@@ -32,7 +32,7 @@ from align.evaluation.policy import evaluate_policy, greedy_reward, judge_rows, 
 from align.evaluation.suites import Suite, sandbox_heldout
 from align.generate import sample_k
 from align.models import load_causal_lm, load_tokenizer, save_model, with_lora
-from align.records import Prompt, iter_jsonl, write_jsonl
+from align.records import Prompt, read_jsonl, write_jsonl
 from align.reward.client import RewardModel, RewardModels, score_responses
 from align.reward.model import load_reward_model
 from align.rl.checkpoint import Checkpoints
@@ -170,7 +170,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     sft = p.find("sft")
     before = reference if reference is not None else load_causal_lm(start.model, cfg.model)  # the starting policy
     out |= {"gold": gold,
-            "win_rate_vs_parent": win_rate(eval_rows, [r for _, r in iter_jsonl(start.eval_samples)])
+            "win_rate_vs_parent": win_rate(eval_rows, read_jsonl(start.eval_samples))
             if start.eval_samples.is_file() else None,
             "kl_vs_parent": kl_to_reference(kept, before, tokenizer, [q.text for q in eval_prompts], seed=ctx.seed,
                                             **kw),

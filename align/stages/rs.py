@@ -37,7 +37,7 @@ from align.evaluation.policy import evaluate_policy, greedy_reward, kl_to_refere
 from align.evaluation.suites import sandbox_heldout
 from align.generate import reference_logprobs, sample_k
 from align.models import load_causal_lm, load_tokenizer, save_model
-from align.records import Prompt, iter_jsonl, write_jsonl
+from align.records import Prompt, read_jsonl, write_jsonl
 from align.reward.client import RewardModel, RewardModels, score_responses
 from align.sandbox.build import read_prompts
 from align.sft import FinetuneConfig, finetune
@@ -263,10 +263,6 @@ def parents(planned: Planned, cfg: CampaignConfig, spec: StageSpec) -> list[str]
             planned.latest("rm", "safety"), *prior]
 
 
-def _rows(path) -> list[dict[str, Any]]:
-    return [obj for _, obj in iter_jsonl(path)]
-
-
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg, rcfg, p = ctx.cfg, ctx.cfg.rs, ctx.parents
     world, sft, prior = p.sandbox, p.sft, p.prior("rs")
@@ -297,7 +293,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     sample_s = time.perf_counter() - t0
 
     # 3. keep the best, pooled with prior rounds' best (regularized by the SFT policy's log-likelihood)
-    prior_rows = [r for d in prior for r in _rows(d.samples) if r["best_in_round"]] if rcfg.pool == "all_prior" else []
+    prior_rows = ([r for d in prior for r in read_jsonl(d.samples) if r["best_in_round"]]
+                  if rcfg.pool == "all_prior" else [])
     ref_logprobs = None
     if rcfg.kl_coef:
         sft_policy = policy if parent is sft else load_causal_lm(sft.model, cfg.model)
@@ -330,7 +327,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     before = load_causal_lm(parent.model, cfg.model)
     kw = {"max_new_tokens": rcfg.max_new_tokens, "batch_size": cfg.eval.batch_size}
     return {"gold": gold, "rs": summary,
-            "win_rate_vs_parent": win_rate(eval_rows, _rows(parent.eval_samples))
+            "win_rate_vs_parent": win_rate(eval_rows, read_jsonl(parent.eval_samples))
             if parent.eval_samples.is_file() else None,
             "kl_vs_sft": kl_to_reference(policy, reference, tokenizer, [q.text for q in eval_prompts],
                                          seed=ctx.seed, **kw),
