@@ -20,19 +20,22 @@ from typing import Any
 
 from align.config import CampaignConfig, config_to_yaml, load_config
 from align.config_reads import ConfigReads, current_slice
-from align.errors import AlignError
+from align.errors import AlignError, Interrupted
+from align.preflight import first, preflight
+from align.progress import quiet
 from align.stages import PlanError, RoundPlan, StageContext, get_stage, plan_rounds, policy_kinds
-from align.store import (CampaignStore, Parents, Round, RoundRecord, code_version, digest, library_versions,
-                         sha256_file, write_atomic)
+from align.store import (CampaignStore, Parents, Round, RoundRecord, code_version, digest, file_stat,
+                         library_versions, sha256_file, write_atomic)
 
 Log = Callable[[str], None]
 
-__all__ = ["PlanError", "RoundPlan", "RoundResult", "campaign_status", "evaluate_round", "load_run", "plan_rounds",
-           "round_diff", "run_campaign", "verify_run"]
+__all__ = ["PlanError", "RoundPlan", "RoundResult", "campaign_status", "dry_run", "evaluate_round", "load_run",
+           "plan_rounds", "round_diff", "run_campaign", "verify_run"]
 
 
 def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    if not quiet():
+        print(message, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -45,13 +48,23 @@ class RoundResult:
     reused: bool
 
 
-def _input_hashes(plan: RoundPlan, done: dict[str, RoundRecord]) -> dict[str, str]:
+def _input_hashes(plan: RoundPlan, done: dict[str, RoundRecord], known: RoundRecord | None = None) -> dict[str, str]:
+    """The round's inputs: its parents' output digests and its files' sha256. A file whose size and
+    mtime are those ``known`` (the round's existing manifest) recorded keeps its recorded hash."""
     hashes = {f"round:{p.id}": done[p.id].manifest["outputs_digest"] for p in plan.parents}
+    recorded = known.manifest if known else {}
     for f in plan.inputs:
         if not f.is_file():
-            raise AlignError(f"{f}: data file of round {plan.id} not found")
-        hashes[f"file:{f}"] = sha256_file(f)
+            raise AlignError(f"{f}: data file of round {plan.id} not found (restore it, or change the config that "
+                             "names it)")
+        key = f"file:{f}"
+        same = recorded.get("input_stats", {}).get(key) == file_stat(f) and key in recorded.get("input_hashes", {})
+        hashes[key] = recorded["input_hashes"][key] if same else sha256_file(f)
     return hashes
+
+
+def _input_stats(plan: RoundPlan) -> dict[str, list[int]]:
+    return {f"file:{f}": file_stat(f) for f in plan.inputs}
 
 
 def _config_now(record: RoundRecord, plan: RoundPlan, cfg: CampaignConfig) -> dict[str, Any] | None:
@@ -94,7 +107,8 @@ def _build(plan: RoundPlan, cfg: CampaignConfig, store: CampaignStore, done: dic
         config = {"seed": plan.seed, **view.reads()}
         ended = time.time()
         manifest = {"id": plan.id, "kind": plan.kind, "name": plan.name, "parents": [p.id for p in plan.parents],
-                    "config": config, "config_hash": digest(config), "input_hashes": inputs, "seed": plan.seed,
+                    "config": config, "config_hash": digest(config), "input_hashes": inputs,
+                    "input_stats": _input_stats(plan), "seed": plan.seed,
                     "campaign": cfg.campaign, "code_version": code_version(), "library_versions": library_versions(),
                     "started": started, "ended": ended, "duration_s": round(ended - started, 3), "metrics": metrics}
         record = store.commit(plan.id, tmp, manifest)
@@ -105,11 +119,15 @@ def _build(plan: RoundPlan, cfg: CampaignConfig, store: CampaignStore, done: dic
 def run_campaign(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None, log: Log = _stderr,
                  keep_config: bool = False) -> list[RoundResult]:
     """Run or resume the campaign in ``run_dir``; returns the rounds of the plan, in order. The run's
-    ``campaign.yaml`` becomes ``cfg`` (``keep_config``: unless the run already has one)."""
+    ``campaign.yaml`` becomes ``cfg`` (``keep_config``: unless the run already has one).
+
+    Before anything is written: every manifest reads, and the pre-flight checks of the rounds to build
+    pass (``align.preflight``). A reused round passes the store's fast integrity check first; a round is
+    built only on parents that verify. Ctrl-C stops with ``Interrupted`` naming the round."""
     store = CampaignStore(run_dir)
     plans = _select(plan_rounds(cfg), until)
-    for plan in plans:  # fail on a corrupted manifest before anything is written
-        store.read(plan.id)
+    reusable = _reusable(cfg, store, plans)
+    first(preflight(cfg, [p for p in plans if p.id not in reusable], run_dir))
     results: list[RoundResult] = []
     done: dict[str, RoundRecord] = {}
     config_written = False
@@ -123,27 +141,62 @@ def run_campaign(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None
         config_written = True
 
     with store.lock():
+        for plan in plans:  # every round to reuse is intact, before the run says or does anything
+            if plan.id in reusable:
+                store.require_intact(plan.id, why="reused")
         for plan in plans:
-            inputs = _input_hashes(plan, done)
             existing = store.read(plan.id)
+            inputs = _input_hashes(plan, done, existing)
             if existing and _unchanged(existing, plan, cfg, inputs):
                 log(f"[{plan.id}] completed earlier: reused")
                 done[plan.id] = existing
                 results.append(RoundResult(plan.id, existing.path, existing.metrics, reused=True))
                 continue
             for parent in plan.parents:
-                problems = store.verify(parent.id)
-                if problems:
-                    raise AlignError(f"round {plan.id} cannot build on round {parent.id}, which fails verification:\n"
-                                     "  " + "\n  ".join(problems)
-                                     + f"\nrestore the files, or delete {store.rounds_dir / parent.id} to rebuild it")
+                store.require_intact(parent.id, why=f"a parent of {plan.id}", fast=False)
             log(f"[{plan.id}] running {plan.kind}" + (" (inputs or config changed)" if existing else ""))
             write_config()
-            done[plan.id] = record = _build(plan, cfg, store, done, inputs, log)
+            try:
+                done[plan.id] = record = _build(plan, cfg, store, done, inputs, log)
+            except KeyboardInterrupt:
+                raise Interrupted(f"stopped in round {plan.id} ({plan.kind}); nothing of it was kept but its "
+                                  f"checkpoints: align run resumes from there") from None
             log(f"[{plan.id}] done in {record.manifest['duration_s']:.1f}s")
             results.append(RoundResult(plan.id, record.path, record.metrics, reused=False))
         write_config()
     return results
+
+
+def _reusable(cfg: CampaignConfig, store: CampaignStore, plans: list[RoundPlan]) -> set[str]:
+    """The rounds of ``plans`` that ``run_campaign`` would reuse (every manifest read: a corrupted one is an
+    error before anything is written)."""
+    done: dict[str, RoundRecord] = {}
+    reusable: set[str] = set()
+    for plan in plans:
+        record = store.read(plan.id)
+        if record is None:
+            continue
+        done[plan.id] = record
+        try:
+            if all(p.id in reusable for p in plan.parents) and _unchanged(record, plan, cfg,
+                                                                          _input_hashes(plan, done, record)):
+                reusable.add(plan.id)
+        except AlignError:  # an input file is gone: the round is rebuilt (and its stage's check names the file)
+            pass
+    return reusable
+
+
+def dry_run(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None) -> dict[str, Any]:
+    """What ``align run`` would do, without writing anything: ``{"rounds": [{id, kind, action}], "problems":
+    [...]}``, each round's action ``reuse`` or ``build`` (``rebuild`` when a stale one exists)."""
+    store = CampaignStore(run_dir)
+    plans = _select(plan_rounds(cfg), until)
+    reusable = _reusable(cfg, store, plans)
+    to_build = [p for p in plans if p.id not in reusable]
+    rounds = [{"id": p.id, "kind": p.kind, "parents": [q.id for q in p.parents],
+               "action": "reuse" if p.id in reusable else "rebuild" if store.read(p.id) else "build"} for p in plans]
+    return {"campaign": cfg.campaign, "run_dir": str(run_dir), "rounds": rounds,
+            "problems": preflight(cfg, to_build, run_dir)}
 
 
 # ---------------------------------------------------------------------------------- reading ---
@@ -260,11 +313,12 @@ def evaluate_round(run_dir: Path, suite: str, *, policy: str | None = None, mode
                                  f"(policy rounds: {', '.join(r.id for r in policies) or 'none'})")
         source, extra_inputs = chosen.id, ()
     else:
+        from align.preflight import model_problems
+
         if not model.is_dir():
             raise AlignError(f"--model {model}: no such checkpoint folder")
+        first(model_problems(model, "--model", trust_remote_code=cfg.model.trust_remote_code))
         weights = tuple(sorted(model.glob("*.safetensors")))
-        if not weights:
-            raise AlignError(f"--model {model}: no *.safetensors weights (only safetensors checkpoints are loaded)")
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": str(model)})})
         source, extra_inputs, chosen = "model-" + digest({w.name: sha256_file(w) for w in weights})[:10], weights, None
     spec = StageSpec(kind="eval", name=suite)
@@ -285,17 +339,20 @@ def evaluate_round(run_dir: Path, suite: str, *, policy: str | None = None, mode
                      tuple(stage.inputs(cfg, spec)) + extra_inputs)
     done = {r.id: r for r in parents}
     with store.lock():
-        inputs = _input_hashes(plan, done)
         existing = store.read(rid)
+        inputs = _input_hashes(plan, done, existing)
         if existing and _unchanged(existing, plan, cfg, inputs):
+            for r in (*parents, existing):  # what the result stands on, and the result itself
+                store.require_intact(r.id, why="reused" if r is existing else f"read by {rid}")
             log(f"[{rid}] completed earlier: reused")
             return RoundResult(rid, existing.path, existing.metrics, reused=True)
         for parent in parents:
-            problems = store.verify(parent.id)
-            if problems:
-                raise AlignError(f"round {rid} cannot build on round {parent.id}, which fails verification:\n  "
-                                 + "\n  ".join(problems))
+            store.require_intact(parent.id, why=f"read by {rid}", fast=False)
         log(f"[{rid}] running eval of {source} on {suite_spec.name}")
-        record = _build(plan, cfg, store, done, inputs, log)
+        try:
+            record = _build(plan, cfg, store, done, inputs, log)
+        except KeyboardInterrupt:
+            raise Interrupted(f"stopped in round {rid}; nothing of it was kept but the answers generated so far: "
+                              "align eval resumes from there") from None
         log(f"[{rid}] done in {record.manifest['duration_s']:.1f}s")
         return RoundResult(rid, record.path, record.metrics, reused=False)

@@ -1,6 +1,8 @@
 """The ``align`` command line: a thin layer over the Python API.
 
-Every command turns bad input (``AlignError``) into one line on stderr and exit code 2.
+One error path: every command turns bad input (``AlignError``) into one line on stderr,
+``error: FILE[:LINE]: KEY: what is wrong (what to do)``, and exit code 2; Ctrl-C into one line saying
+where it stopped, exit 130. Anything else is a bug: its traceback is printed, exit 1.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from align.errors import AlignError
+from align.errors import AlignError, Interrupted, one_line
 
 app = typer.Typer(
     help="align: a LLaMA-2-style, safety-aware alignment pipeline (SFT, helpfulness and safety reward models, "
@@ -31,9 +33,29 @@ def _user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except AlignError as e:
-            typer.echo(f"error: {e}", err=True)
+            label = "interrupted" if isinstance(e, Interrupted) else "error"
+            typer.echo(f"{label}: {one_line(str(e))}", err=True)
             raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted (Ctrl-C)", err=True)
+            raise typer.Exit(Interrupted.exit_code) from None
     return wrapper
+
+
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars and no per-round log lines (errors "
+                                                           "and results still print)")]
+
+
+def _quiet(on: bool) -> None:
+    if on:
+        from align.progress import set_quiet
+
+        set_quiet(True)
+
+
+@app.callback()
+def _global_options(quiet: QuietOpt = False) -> None:
+    _quiet(quiet)
 
 
 @app.command()
@@ -41,13 +63,30 @@ def _user_errors(fn: Callable) -> Callable:
 def run(config: ConfigArg,
         run_dir: Annotated[Optional[Path], typer.Option(help="run directory (default: runs/<campaign>)")] = None,
         until: Annotated[Optional[str], typer.Option(help="stop after this stage kind or round id")] = None,
-        set_: SetOpt = None) -> None:
-    """Run or resume a campaign: plan its rounds, reuse completed ones, build the rest in order."""
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="check everything and print the plan (what is "
+                                                                  "reused, what is built); write nothing")] = False,
+        set_: SetOpt = None, quiet: QuietOpt = False) -> None:
+    """Run or resume a campaign: check every stage's inputs first, then plan its rounds, reuse completed
+    ones (after an integrity check), build the rest in order."""
+    from align.campaign import dry_run as plan_run
     from align.campaign import run_campaign
     from align.config import load_config
 
+    _quiet(quiet)
     cfg = load_config(config, set_)
     run_dir = run_dir or Path("runs") / cfg.campaign
+    if dry_run:
+        record = plan_run(cfg, run_dir, until=until)
+        for r in record["rounds"]:
+            typer.echo(f"{r['id']:<28} {r['action']:<8} " + (f"<- {', '.join(r['parents'])}" if r["parents"] else ""))
+        for problem in record["problems"]:
+            typer.echo(f"problem: {problem}")
+        if record["problems"]:
+            raise AlignError(f"{len(record['problems'])} problem(s) would stop align run, the first: "
+                             f"{record['problems'][0]}")
+        typer.echo(f"ok: {sum(r['action'] == 'reuse' for r in record['rounds'])} round(s) to reuse, "
+                   f"{sum(r['action'] != 'reuse' for r in record['rounds'])} to build in {run_dir}")
+        return
     rounds = run_campaign(cfg, run_dir, until=until)
     for r in rounds:
         gold = r.metrics.get("gold")
@@ -96,19 +135,19 @@ def status(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
 @app.command()
 @_user_errors
 def verify(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
-    """Rehash every output file of every completed round; exit 1 naming each mismatch."""
+    """Rehash every output file of every completed round and check each manifest's own digest; each
+    round's result on stdout, and on a failure one error line naming the first bad file (exit 2)."""
     from align.campaign import verify_run
 
     results = verify_run(run_dir)
-    bad = 0
     for round_id, problems in results.items():
         typer.echo(f"{round_id}: {'ok' if not problems else 'FAILED'}")
         for problem in problems:
             typer.echo(f"  {problem}")
-        bad += bool(problems)
-    if bad:
-        typer.echo(f"{bad} of {len(results)} rounds fail verification", err=True)
-        raise typer.Exit(1)
+    failed = [(rid, p) for rid, p in results.items() if p]
+    if failed:
+        raise AlignError(f"{failed[0][1][0]} ({len(failed)} of {len(results)} rounds fail verification; restore the "
+                         f"files, or delete the rounds and run again to rebuild them)")
 
 
 @app.command()
@@ -193,7 +232,10 @@ def _rm_paths(run: Optional[Path], helpfulness_rm: Optional[Path], safety_rm: Op
 
 
 def _combine(cfg, rule: Optional[str], params: Optional[list[str]]):
+    from pydantic import ValidationError
+
     from align.combine.config import CombineConfig
+    from align.errors import validation_message
 
     base = cfg.combine if cfg is not None else CombineConfig()
     parsed = {}
@@ -202,13 +244,14 @@ def _combine(cfg, rule: Optional[str], params: Optional[list[str]]):
         try:
             parsed[key] = float(value)
         except ValueError:
-            raise AlignError(f"--param {item!r}: expected key=number, e.g. threshold=0.15") from None
+            raise AlignError(f"--param {item}: expected key=number, e.g. threshold=0.15") from None
     data = base.model_dump() | ({"rule": rule, "params": parsed} if rule else {}) | (
         {"params": parsed} if params and not rule else {})
     try:
         return CombineConfig(**data)
-    except ValueError as e:
-        raise AlignError(f"--rule/--param: {e}") from None
+    except ValidationError as e:
+        flags = " ".join([f"--rule {rule}"] * bool(rule) + [f"--param {p}" for p in params or []])
+        raise AlignError(f"{flags}: {validation_message(e)}") from None
 
 
 @app.command()
@@ -229,6 +272,9 @@ def score(data: Annotated[Path, typer.Argument(help="JSONL of {prompt, response,
     from align.records import write_jsonl
     from align.scoring import load_reward_models, read_scoring_rows, score_rows
 
+    from align.preflight import first, out_file_problems
+
+    first(out_file_problems(out, "--out"))
     cfg = _run_config(run)
     combine = _combine(cfg, rule, param)
     rows = read_scoring_rows(data)
@@ -260,6 +306,8 @@ def calibrate_gate_(run: Annotated[Optional[Path], typer.Option(help="run whose 
     from align.sandbox.build import read_preferences
     from align.scoring import calibrate_gate, labelled_from_jsonl, labelled_from_pairs, latest_rm, latest_world
 
+    if not 0 < target_precision <= 1:
+        raise AlignError(f"--target-precision {target_precision:g}: a precision is in (0, 1] (Llama 2: 0.89)")
     if safety_rm is None and run is None:
         raise AlignError("give --run RUN_DIR or --safety-rm")
     cfg = _run_config(run)
@@ -296,7 +344,7 @@ def _options(items: Optional[list[str]], flag: str, nested: bool) -> dict[str, A
         key, sep, raw = item.partition("=")
         parts = key.split(".")
         if not sep or not key or (nested and (len(parts) != 2 or not all(parts))):
-            raise AlignError(f"{flag} {item!r}: expected {'JUDGE.' if nested else ''}KEY=VALUE")
+            raise AlignError(f"{flag} {item}: expected {'JUDGE.' if nested else ''}KEY=VALUE")
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:

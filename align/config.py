@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from align.errors import AlignError
+from align.errors import AlignError, validation_message
 from align.stages import PlanError, get_stage, plan_rounds, stage_kinds, stage_sections
 
 
@@ -79,6 +79,14 @@ class ModelConfig(Strict):
     max_position_embeddings: int = Field(128, ge=16, description="tiny Llama: longest sequence it can read")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype when loading")
     trust_remote_code: bool = Field(False, description="run a checkpoint's own code (off: safer)")
+
+    @model_validator(mode="after")
+    def _heads_fit(self) -> ModelConfig:
+        """The tiny Llama's width splits into its heads, each of an even width (rotary embeddings)."""
+        if self.path is None and (self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2):
+            raise ValueError(f"hidden_size {self.hidden_size} does not split into num_heads {self.num_heads} heads "
+                             "of an even width (pick num_heads dividing hidden_size, e.g. 4 for 128)")
+        return self
 
 
 class LoraSettings(Strict):
@@ -247,8 +255,7 @@ def read_yaml_model(path: Path, model: type[BaseModel], what: str) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        errs = "; ".join(f"{'.'.join(map(str, x['loc'])) or '(top level)'}: {x['msg']}" for x in e.errors())
-        raise AlignError(f"{path}: invalid {what}: {errs}") from None
+        raise AlignError(f"{path}: invalid {what}: {validation_message(e)}") from None
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -284,16 +291,71 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Campaig
     overridden = {}
     for item in overrides or []:
         overridden[_apply_override(data, item)] = item
+    _locate_user_rules(data, [layer.path.parent for layer in layers])
     try:
         cfg = campaign_model().model_validate(data)
     except ValidationError as e:
         lines = []
         for err in e.errors():
             loc = [str(x) for x in err["loc"]]
-            lines.append(f"{_where(layers, overridden, loc)}: {'.'.join(loc) or '(top level)'}: {err['msg']}")
-        raise AlignError("\n".join(lines)) from None
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                known = _known_keys(campaign_model(), loc[:-1])
+                msg = "unknown key" + (f" (known keys here: {', '.join(known)})" if known else "")
+            lines.append(f"{_where(layers, overridden, loc)}: {'.'.join(loc) or '(top level)'}: {msg}")
+        raise AlignError("; ".join(lines)) from None
     _check_plan(cfg, layers, overridden)
     return cfg
+
+
+def _locate_user_rules(data: dict[str, Any], folders: list[Path]) -> None:
+    """A user rule ``module:function`` whose module is not on the import path but sits beside a config
+    file (``myrules.py`` next to it), or a relative ``file.py:function``, becomes the absolute
+    ``/path/myrules.py:function``: the run's own campaign.yaml then finds it from anywhere."""
+    import importlib.util
+
+    def locate(rule: Any) -> Any:
+        if not isinstance(rule, str) or ":" not in rule:
+            return rule
+        module, _, fn = rule.rpartition(":")
+        if module.endswith(".py"):
+            candidates = [Path(module)] if Path(module).is_absolute() else [d / module for d in folders]
+        else:
+            try:
+                if importlib.util.find_spec(module) is not None:
+                    return rule
+            except (ImportError, ValueError):
+                pass
+            candidates = [d / (module.replace(".", "/") + ".py") for d in folders]
+        found = next((c for c in candidates if c.is_file()), None)
+        return f"{found.resolve()}:{fn}" if found else rule
+
+    combine = data.get("combine")
+    if isinstance(combine, dict) and "rule" in combine:
+        combine["rule"] = locate(combine["rule"])
+    ablation = data.get("ablation")
+    if isinstance(ablation, dict) and isinstance(ablation.get("rules"), list):
+        for arm in ablation["rules"]:
+            if isinstance(arm, dict) and "rule" in arm:
+                arm["rule"] = locate(arm["rule"])
+
+
+def _known_keys(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """The fields of the config model at ``loc`` (list indices skipped), for an unknown-key message."""
+    import typing
+
+    def model_in(annotation: Any) -> type[BaseModel] | None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return annotation
+        return next((m for a in typing.get_args(annotation) if (m := model_in(a)) is not None), None)
+
+    node: type[BaseModel] | None = model
+    for part in loc:
+        if part.isdigit() or node is None:
+            continue
+        field = node.model_fields.get(part)
+        node = model_in(field.annotation) if field is not None else None
+    return sorted(node.model_fields) if node is not None else []
 
 
 def _check_plan(cfg: CampaignConfig, layers: list[_Layer], overridden: dict[str, str]) -> None:
@@ -307,10 +369,10 @@ def _check_plan(cfg: CampaignConfig, layers: list[_Layer], overridden: dict[str,
 def _where(layers: list[_Layer], overridden: dict[str, str], loc: list[str]) -> str:
     """``file:line`` of the YAML node at ``loc`` (the deepest match over the extends chain), or the
     ``--set`` override that supplied it."""
-    for key, item in overridden.items():
-        parts = key.split(".")
-        if loc[: len(parts)] == parts:
-            return f"--set {item}"
+    matching = [item for key, item in overridden.items()  # overrides of this key, of a key inside it, of its section
+                if loc[: len(key.split("."))] == key.split(".") or (loc and key.split(".")[: len(loc)] == loc)]
+    if matching:
+        return " ".join(f"--set {item}" for item in matching)
     best: tuple[int, int, Path] | None = None
     for layer in layers:
         depth, line = _depth_and_line(layer.root, loc)
@@ -322,13 +384,13 @@ def _where(layers: list[_Layer], overridden: dict[str, str], loc: list[str]) -> 
 def _apply_override(data: dict[str, Any], item: str) -> str:
     key, sep, raw = item.partition("=")
     if not sep or not key:
-        raise AlignError(f"--set {item!r}: expected KEY.PATH=VALUE")
+        raise AlignError(f"--set {item}: expected KEY.PATH=VALUE")
     node = data
     parts = key.split(".")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise AlignError(f"--set {item!r}: {part} is not a section")
+            raise AlignError(f"--set {item}: {part} is not a section (a value cannot hold keys)")
     try:
         node[parts[-1]] = yaml.safe_load(raw)
     except yaml.YAMLError:

@@ -14,6 +14,8 @@ Prompt formats: ``instructions`` (JSON ``{instruction, category}``), ``csv`` (a 
 
 from __future__ import annotations
 
+import json
+
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -211,16 +213,67 @@ def load_prompts(spec: DataSpec, path: str | Path | None = None) -> tuple[list[P
     """Prompts of a ``kind: prompts`` spec, each tagged ``is_safety`` from its source."""
     if spec.kind != "prompts":
         raise AlignError(f"spec {spec.name!r} reads pairs, not prompts")
+    return _load(spec, Path(path) if path else None, _prompt_row)
 
-    def parse(s: DataSpec, i: int, row: dict[str, Any]) -> Prompt:
-        if s.format == "instructions":
-            return _prompt(s, i, _text(row, "instruction"), _tag(s, row), str(row.get("category") or ""))
-        if s.format == "lines":
-            return _prompt(s, i, _text(row, "text"), _tag(s, row), row["category"])
-        category = str(row.get(s.category_column) or "") if s.category_column else ""
-        return _prompt(s, i, _text(row, s.prompt_column), _tag(s, row), category)
 
-    return _load(spec, Path(path) if path else None, parse)
+def _prompt_row(s: DataSpec, i: int, row: dict[str, Any]) -> Prompt:
+    if s.format == "instructions":
+        return _prompt(s, i, _text(row, "instruction"), _tag(s, row), str(row.get("category") or ""))
+    if s.format == "lines":
+        return _prompt(s, i, _text(row, "text"), _tag(s, row), row["category"])
+    category = str(row.get(s.category_column) or "") if s.category_column else ""
+    return _prompt(s, i, _text(row, s.prompt_column), _tag(s, row), category)
+
+
+def _head(spec: DataSpec, path: Path | None, n: int) -> list[tuple[int, dict[str, Any]]]:
+    """The first ``n`` rows of a local file, read directly (not through ``datasets``, which would read
+    it all): what the pre-flight check parses."""
+    import csv
+    import itertools
+
+    if spec.format == "lines":
+        return list(itertools.islice(_lines(spec, path), n))
+    if path is None or not path.is_file():
+        raise AlignError(f"{path}: data file of spec {spec.name!r} not found")
+    rows: list[tuple[int, dict[str, Any]]] = []
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            if spec.format == "csv":
+                return [(i, row) for i, row in enumerate(itertools.islice(csv.DictReader(f), n), start=1)]
+            text = f.read(1 << 16)
+            if text.lstrip().startswith("["):  # a JSON array, not JSON lines
+                f.seek(0)
+                return list(enumerate(json.load(f)[:n], start=1))
+            f.seek(0)
+            for lineno, line in enumerate(f, start=1):
+                if line.strip():
+                    try:
+                        rows.append((lineno, json.loads(line)))
+                    except json.JSONDecodeError as e:
+                        raise AlignError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                if len(rows) == n:
+                    break
+    except UnicodeDecodeError as e:
+        raise AlignError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise AlignError(f"{path}: not valid JSON ({e.msg})") from None
+    return [(i, r if isinstance(r, dict) else {}) for i, r in rows]
+
+
+def peek(spec: DataSpec, path: Path | None, n: int = 20) -> int | None:
+    """Parse the first ``n`` rows as ``load_pairs`` / ``load_prompts`` would: the number usable (None for a
+    hub dataset, which is not read offline); a bad row is an AlignError naming it."""
+    if spec.hub:
+        return None
+    parse = _pair if spec.kind == "pairs" else _prompt_row
+    usable = 0
+    for i, row in _head(spec, path, n):
+        try:
+            usable += parse(spec, i, row) is not None
+        except BadRow as e:
+            if spec.on_bad_row == "error":
+                raise AlignError(f"{path}: row {i}: {e} (spec {spec.name!r}; set on_bad_row: drop to skip)") from None
+    return usable
 
 
 def _load(spec: DataSpec, path: Path | None, parse) -> tuple[list, LoadReport]:

@@ -22,6 +22,7 @@ from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTra
 
 from align.chat import answer_ids, pad, prompt_ids
 from align.errors import AlignError
+from align.progress import batches
 from align.records import distinct
 
 
@@ -43,7 +44,7 @@ def sample_completions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     gen = _generation_config(tokenizer, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
     out: list[Completion | None] = [None] * len(ids)
-    for start in range(0, len(order), batch_size):
+    for start in batches(len(order), batch_size, desc="sampling"):
         idx = order[start:start + batch_size]
         input_ids, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id, left=True)
         width = input_ids.shape[1]
@@ -128,7 +129,7 @@ def sample_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
                              output_logits=True, return_dict_in_generate=True)
     out: list[list[Sample]] = [[] for _ in ids]
     eos = tokenizer.eos_token_id
-    for start in range(0, len(order), batch_size):
+    for start in batches(len(order), batch_size, desc=f"sampling {k} per prompt"):
         idx = order[start:start + batch_size]
         input_ids, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id, left=True)
         input_ids, mask = input_ids.to(device), mask.to(device)

@@ -22,17 +22,21 @@ from align.store import CampaignStore
 
 def latest_rm(run_dir: Path, axis: str) -> Path:
     """The reward model of the run's newest completed rm round of ``axis``."""
-    record = CampaignStore(run_dir).latest("rm", axis)
+    store = CampaignStore(run_dir)
+    record = store.latest("rm", axis)
     if record is None:
         raise AlignError(f"{run_dir}: no completed rm round for {axis} (pass the model folder explicitly)")
+    store.require_intact(record.id, why="read")
     return record.round.reward_model
 
 
 def latest_world(run_dir: Path) -> Path:
     """The folder of the run's newest completed sandbox round."""
-    record = CampaignStore(run_dir).latest("sandbox")
+    store = CampaignStore(run_dir)
+    record = store.latest("sandbox")
     if record is None:
         raise AlignError(f"{run_dir}: no completed sandbox round")
+    store.require_intact(record.id, why="read")
     return record.path
 
 

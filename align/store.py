@@ -5,6 +5,11 @@ synced, ``manifest.json`` is written last, and the folder is renamed into place.
 leaves at most a temporary folder, which the next run removes under the lock. A completed round
 is never modified: when a round must be rebuilt, the old one is moved to ``rounds/.superseded/``.
 
+Integrity: the manifest lists every output file's sha256, size and mtime, and covers itself
+(``manifest_sha256``, the digest of the rest of its content): an edited manifest is refused when
+read. ``check`` is the fast check every reuse runs (a file whose size and mtime are as recorded is
+taken as unchanged; any other is rehashed); ``verify`` rehashes everything.
+
 This module is the only code that knows the layout: round ids (``round_id``), folder names, and
 the names of the artifacts inside a round (``Round``). Stages get their parents as a ``Parents``
 record of ``Round``s and never build a path by hand.
@@ -52,6 +57,17 @@ def hash_outputs(folder: Path) -> dict[str, str]:
 def digest(mapping: dict[str, Any]) -> str:
     """One sha256 over a JSON-able mapping (sorted keys): the identity of a config or file set."""
     return hashlib.sha256(json.dumps(mapping, sort_keys=True).encode()).hexdigest()
+
+
+def file_stat(path: Path) -> list[int]:
+    """``[size, mtime_ns]``: what the fast check compares before it rehashes a file."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """The digest a manifest records of itself: every field but ``manifest_sha256``."""
+    return digest({k: v for k, v in manifest.items() if k != "manifest_sha256"})
 
 
 def library_versions() -> dict[str, str]:
@@ -256,7 +272,11 @@ class CampaignStore:
             if not isinstance(manifest, dict) or not isinstance(manifest.get("outputs"), dict):
                 raise ValueError("not a manifest object with 'outputs'")
         except (ValueError, UnicodeDecodeError) as e:
-            raise AlignError(f"{manifest_path}: corrupted manifest ({e})") from None
+            raise AlignError(f"{manifest_path}: corrupted manifest ({e}; delete {path} to rebuild the round)") from None
+        recorded = manifest.get("manifest_sha256")  # absent in manifests written before align 0.3
+        if recorded is not None and recorded != manifest_digest(manifest):
+            raise AlignError(f"{manifest_path}: edited after the round was written (manifest_sha256 does not match "
+                             f"its content; restore it, or delete {path} to rebuild the round)")
         return RoundRecord(round_id, path, manifest)
 
     def latest(self, kind: str, name: str | None = None) -> RoundRecord | None:
@@ -266,17 +286,44 @@ class CampaignStore:
         return found[-1] if found else None
 
     def verify(self, round_id: str) -> list[str]:
-        """Problems with a completed round: each changed, missing or unexpected file, named."""
-        record = self.read(round_id)
+        """Problems with a completed round, every file rehashed: each changed, missing or unexpected file,
+        or the manifest itself, named."""
+        return self.check(round_id, fast=False)
+
+    def check(self, round_id: str, *, fast: bool = True) -> list[str]:
+        """``verify``, but (``fast``) a file whose size and mtime are those recorded is not rehashed."""
+        try:
+            record = self.read(round_id)
+        except AlignError as e:
+            return [str(e)]
         if record is None:
             return [f"{self.rounds_dir / round_id}: no {MANIFEST}"]
-        expected = record.manifest["outputs"]
-        actual = hash_outputs(record.path)
-        problems = [f"{record.path / f}: missing" for f in sorted(set(expected) - set(actual))]
-        problems += [f"{record.path / f}: not in the manifest" for f in sorted(set(actual) - set(expected))]
-        problems += [f"{record.path / f}: sha256 mismatch (expected {expected[f][:12]}, found {actual[f][:12]})"
-                     for f in sorted(set(expected) & set(actual)) if expected[f] != actual[f]]
+        expected, stats = record.manifest["outputs"], record.manifest.get("output_stats", {}) if fast else {}
+        present = {p.relative_to(record.path).as_posix(): p for p in sorted(record.path.rglob("*"))
+                   if p.is_file() and p != record.path / MANIFEST}
+        problems = [f"{record.path / f}: missing" for f in sorted(set(expected) - set(present))]
+        problems += [f"{record.path / f}: not in the manifest" for f in sorted(set(present) - set(expected))]
+        for f in sorted(set(expected) & set(present)):
+            stat = file_stat(present[f])
+            if f in stats and stat == stats[f]:
+                continue
+            if f in stats and stat[0] != stats[f][0]:
+                problems.append(f"{present[f]}: size changed ({stats[f][0]} bytes written, {stat[0]} now)")
+                continue
+            found = sha256_file(present[f])
+            if found != expected[f]:
+                problems.append(f"{present[f]}: sha256 mismatch (expected {expected[f][:12]}, found {found[:12]})")
         return problems
+
+    def require_intact(self, round_id: str, *, why: str = "", fast: bool = True) -> None:
+        """``check`` as one error line naming the first bad file and the way to rebuild the round."""
+        problems = self.check(round_id, fast=fast)
+        if problems:
+            more = f"; {len(problems) - 1} more problem(s): align verify {self.run_dir} lists them" \
+                if len(problems) > 1 else ""
+            what = f"round {round_id}, {why}," if why else f"round {round_id}"
+            raise AlignError(f"{problems[0]} ({what} fails its integrity check{more}; restore the file, or delete "
+                             f"{self.rounds_dir / round_id} and run again to rebuild it)")
 
     # -- writing (only under the lock) --------------------------------------------------------
     @contextmanager
@@ -328,7 +375,9 @@ class CampaignStore:
         for f in outputs:
             with open(tmp / f, "rb") as fh:
                 os.fsync(fh.fileno())
-        manifest = {**manifest, "outputs": outputs, "outputs_digest": digest(outputs), "status": "completed"}
+        manifest = {**manifest, "outputs": outputs, "outputs_digest": digest(outputs), "status": "completed",
+                    "output_stats": {f: file_stat(tmp / f) for f in outputs}}
+        manifest["manifest_sha256"] = manifest_digest(manifest)
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
             f.write(text[: len(text) // 2])

@@ -31,11 +31,11 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_cosine_with_min_lr_schedule_with_warmup
 
 from align.config import TrackingConfig, TrainingConfig
 from align.errors import AlignError
+from align.progress import bar
 
 ADAM_BETAS = (0.9, 0.95)  # Llama 2 section 2.2 (and 3.2.3 for PPO)
 
@@ -228,8 +228,8 @@ def train(model: PreTrainedModel, examples: Sequence[Any], collate: Callable[[li
     log = StepLog(accelerator, metrics_path, project=tracking.project if tracking else None, config=cfg.model_dump())
     batches = _forever(loader)
     losses: list[float] = []
-    bar = tqdm(range(total), desc=objective.name, disable=None if accelerator.is_local_main_process else True)
-    for step in bar:
+    steps = bar(range(total), desc=objective.name, unit="step", enabled=accelerator.is_local_main_process)
+    for step in steps:
         micro = [next(batches) for _ in range(cfg.gradient_accumulation_steps)]
         loss, values, grad_norm = learner.update(micro, objective.loss)
         losses.append(loss)
@@ -237,7 +237,7 @@ def train(model: PreTrainedModel, examples: Sequence[Any], collate: Callable[[li
             log.write(step + 1, {"epoch": round((step + 1) / per_epoch, 4),
                                  **{k: round(v, 5) for k, v in values.items()}, **objective.charts(log.elapsed),
                                  "charts/lr": learner.scheduler.get_last_lr()[0], "charts/grad_norm": round(grad_norm, 4)})
-        bar.set_postfix(loss=f"{loss:.3f}")
+        steps.set_postfix(loss=f"{loss:.3f}")
     log.close()
     tail = losses[-max(1, len(losses) // 10):]
     return TrainResult(steps=total, first_loss=losses[0], final_loss=sum(tail) / len(tail), seconds=log.elapsed)

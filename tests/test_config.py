@@ -36,7 +36,7 @@ def _load(tmp_path, text, overrides=None):
 
 @pytest.mark.parametrize("text,expected", [
     ("campaign: x\nsft:\n  epochs: 1\n  learning_rat: 0.1\n",
-     "c.yaml:4: sft.learning_rat: Extra inputs are not permitted"),          # unknown key
+     "c.yaml:4: sft.learning_rat: unknown key (known keys here: batch_size, data, epochs,"),  # unknown key
     ("campaign: x\nsft:\n  batch_size: many\n", "c.yaml:3: sft.batch_size:"),  # wrong type
     ("seed: 3\n", "campaign: Field required"),                              # missing required field
 ])
@@ -143,3 +143,25 @@ def test_the_ablation_config_shares_the_default_campaigns_rounds():
     shared = [(p.id, [q.id for q in p.parents]) for p in plan_rounds(ablate)[:4]]
     assert shared == [(p.id, [q.id for q in p.parents]) for p in plan_rounds(demo)[:4]]
     assert load_config(ROOT / "configs" / "smoke.yaml").rs.kl_coef == demo.rs.kl_coef  # the smoke campaign extends it
+
+
+def test_with_model_path_the_tiny_llamas_fields_are_not_read(tmp_path, policy, tokenizer):
+    """A local checkpoint's round depends on model.path (and dtype, trust_remote_code), never on the
+    tiny Llama's sizes, which it does not use: changing model.hidden_size does not rebuild SFT."""
+    from align.config import parse_config
+    from align.config_reads import ConfigReads
+    from align.models import build_policy
+
+    policy.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    view = ConfigReads(parse_config({"campaign": "c", "model": {"path": str(tmp_path / "m"), "hidden_size": 64}}))
+    build_policy(view.model, tokenizer_dir=None, seed=0)
+    assert set(view.reads()) == {"model.path", "model.trust_remote_code", "model.dtype"}
+
+
+def test_tiny_llama_heads_must_split_its_width(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("campaign: c\nmodel: {hidden_size: 32, num_heads: 3}\n")
+    with pytest.raises(AlignError, match=r"c.yaml:2: model: hidden_size 32 does not split into num_heads 3"):
+        load_config(config)
+    load_config(config, ["model.path=/somewhere"])  # a checkpoint's own config decides its shapes

@@ -40,6 +40,8 @@ def calibrate_threshold(r_s: Sequence[float], unsafe: Sequence[bool], *, target_
                         thresholds: Sequence[float] = DEFAULT_GRID) -> tuple[float | None, list[dict[str, Any]]]:
     """The threshold with the best recall whose precision reaches ``target_precision`` (None if none
     does), and the whole sweep."""
+    if not 0 < target_precision <= 1:
+        raise AlignError(f"target precision {target_precision:g} is outside (0, 1] (a precision; Llama 2: 0.89)")
     rows = threshold_sweep(r_s, unsafe, thresholds)
     ok = [r for r in rows if r["precision"] is not None and r["precision"] >= target_precision]
     best = max(ok, key=lambda r: (r["recall"], r["threshold"]))["threshold"] if ok else None

@@ -5,18 +5,26 @@ Inputs are probabilities in [0, 1] (the sigmoid of each reward model's score), o
 
     R_c = R_s  if is_safety(prompt) or R_s < 0.15  else  R_h
 
-Its two parts can be ablated: ``threshold: 0`` is the tag alone, ``use_tag: 0`` the threshold alone.
+Its two parts can be ablated: ``use_threshold: 0`` is the tag alone, ``use_tag: 0`` the threshold alone.
 ``safe_rlhf`` is Safe RLHF's Lagrangian reward with a fixed multiplier.
 
-A user rule is any ``module:function`` with the same signature; it is probed on a small batch
-(shape and NaN checks) when the config is loaded, before anything trains.
+A user rule is any ``module:function`` with the same signature (the module on the import path or
+beside the config, see ``align.config``) or ``path/to/file.py:function``; it is probed on a small
+batch (shape and NaN checks) when the config is loaded, before anything trains. The built-in rules'
+parameters are range-checked (``PARAMS``): a weight outside [0, 1] or a threshold outside (0, 1) is
+an error, not a reward of 0 everywhere.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
+import math
+import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,15 +38,18 @@ LLAMA2_THRESHOLD = 0.15  # Llama 2: precision 0.89, recall 0.55 on Meta Safety t
 
 
 def llama2_gate(r_h: torch.Tensor, r_s: torch.Tensor, is_safety: torch.Tensor, *,
-                threshold: float = LLAMA2_THRESHOLD, use_tag: float = 1.0) -> torch.Tensor:
+                threshold: float = LLAMA2_THRESHOLD, use_tag: float = 1.0, use_threshold: float = 1.0) -> torch.Tensor:
     """The safety score on tagged prompts or when it flags the response as unsafe; else helpfulness
-    (Llama 2 eq. 1, page 14). ``use_tag: 0`` ignores the prompt's tag: the threshold alone."""
-    return torch.where(_gated(r_s, is_safety, threshold, use_tag), r_s, r_h)
+    (Llama 2 eq. 1, page 14). ``use_tag: 0`` ignores the prompt's tag (the threshold alone);
+    ``use_threshold: 0`` ignores the score's threshold (the tag alone)."""
+    return torch.where(_gated(r_s, is_safety, threshold, use_tag, use_threshold), r_s, r_h)
 
 
-def _gated(r_s: torch.Tensor, is_safety: torch.Tensor, threshold: float, use_tag: float) -> torch.Tensor:
-    """Where the gate reads the safety score: a tagged prompt (when the tag is used), or ``R_s < threshold``."""
-    return (is_safety & bool(use_tag)) | (r_s < threshold)
+def _gated(r_s: torch.Tensor, is_safety: torch.Tensor, threshold: float, use_tag: float,
+           use_threshold: float) -> torch.Tensor:
+    """Where the gate reads the safety score: a tagged prompt (when the tag is used), or ``R_s < threshold``
+    (when the threshold is used)."""
+    return (is_safety & bool(use_tag)) | ((r_s < threshold) & bool(use_threshold))
 
 
 def helpfulness_only(r_h: torch.Tensor, r_s: torch.Tensor, is_safety: torch.Tensor) -> torch.Tensor:
@@ -74,18 +85,62 @@ RULES: dict[str, Rule] = {"llama2_gate": llama2_gate, "helpfulness_only": helpfu
 
 
 def gate_branch(r_s: torch.Tensor, is_safety: torch.Tensor, threshold: float = LLAMA2_THRESHOLD,
-                use_tag: float = 1.0) -> list[str]:
+                use_tag: float = 1.0, use_threshold: float = 1.0) -> list[str]:
     """Which branch of the Llama 2 gate each entry took: ``safety_tag``, ``safety_low`` or ``helpfulness``."""
-    return ["safety_tag" if t and use_tag else "safety_low" if s < threshold else "helpfulness"
+    return ["safety_tag" if t and use_tag else "safety_low" if s < threshold and use_threshold else "helpfulness"
             for s, t in zip(r_s.tolist(), is_safety.tolist())]
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a built-in rule's parameter may take: an interval, or the flags 0 and 1."""
+
+    low: float
+    high: float
+    open_low: bool = False
+    open_high: bool = False
+    flag: bool = False
+
+    def __contains__(self, v: float) -> bool:
+        if self.flag:
+            return v in (0, 1)
+        return ((v > self.low if self.open_low else v >= self.low)
+                and (v < self.high if self.open_high else v <= self.high))
+
+    def __str__(self) -> str:
+        if self.flag:
+            return "0 or 1"
+        high = "inf" if math.isinf(self.high) else f"{self.high:g}"
+        return f"{'(' if self.open_low else '['}{self.low:g}, {high}{')' if self.open_high else ']'}"
+
+
+UNIT_INTERVAL, OPEN_UNIT, FLAG = Range(0, 1), Range(0, 1, True, True), Range(0, 1, flag=True)
+PARAMS: dict[str, Range] = {  # the built-in rules' parameters, by name
+    "threshold": OPEN_UNIT,  # a probability the safety score is compared with
+    "safety_weight": UNIT_INTERVAL,  # a convex weight
+    "use_tag": FLAG, "use_threshold": FLAG,
+    "cost_weight": Range(0, math.inf, open_high=True),  # Safe RLHF's lambda >= 0
+}
+
+
 def _import(spec: str) -> Rule:
-    module_name, _, attr = spec.partition(":")
+    module_name, _, attr = spec.rpartition(":")
     try:
-        fn = getattr(importlib.import_module(module_name), attr)
+        if module_name.endswith(".py"):  # a file: the form a rule beside the config is resolved to
+            module = sys.modules.get(f"align_user_rule:{module_name}")
+            if module is None:
+                where = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
+                if where is None or not Path(module_name).is_file():
+                    raise ImportError(f"no such file {module_name}")
+                module = importlib.util.module_from_spec(where)
+                where.loader.exec_module(module)  # type: ignore[union-attr]
+                sys.modules[f"align_user_rule:{module_name}"] = module
+        else:
+            module = importlib.import_module(module_name)
+        fn = getattr(module, attr)
     except (ImportError, AttributeError) as e:
-        raise AlignError(f"combination rule {spec!r}: cannot import ({e})") from None
+        raise AlignError(f"combination rule {spec!r}: cannot import ({e}; a rule is 'module:function' on the "
+                         "import path or beside the config, or 'file.py:function')") from None
     if not callable(fn):
         raise AlignError(f"combination rule {spec!r} is not callable")
     return fn
@@ -126,5 +181,10 @@ def resolve_rule(name: str, params: Mapping[str, Any] | None = None) -> Rule:
         keyword = [k for k, p in accepted.items() if p.kind is p.KEYWORD_ONLY]
         raise AlignError(f"combination rule {name!r} takes no parameter {', '.join(map(repr, unknown))}; "
                          f"its parameters: {', '.join(keyword) or 'none'}")
+    if name in RULES:
+        for key, value in params.items():
+            if key in PARAMS and value not in PARAMS[key]:
+                where = f"is not {PARAMS[key]}" if PARAMS[key].flag else f"is outside {PARAMS[key]}"
+                raise AlignError(f"combination rule {name!r}: {key} = {value:g} {where}")
     _probe(name, fn, params)
     return lambda r_h, r_s, is_safety: fn(r_h, r_s, is_safety, **params)

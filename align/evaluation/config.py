@@ -27,7 +27,7 @@ class SuitesConfig(Strict):
                                                    "relative to it), e.g. ../shared/data")
     judge_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="judge -> options over the "
                                                      "suite's, e.g. {llm: {model: PATH}}")
-    target_precision: float = Field(0.89, gt=0, lt=1, description="safety_rm judge: its threshold is the best recall "
+    target_precision: float = Field(0.89, gt=0, le=1, description="safety_rm judge: its threshold is the best recall "
                                     "at this precision on the sandbox's safety test pairs (align calibrate-gate; "
                                     "Llama 2: 0.89 at 0.15)")
 

@@ -30,6 +30,7 @@ from align.evaluation.judge import judge_all
 from align.evaluation.metrics import agreement, family_category, suite_metrics
 from align.evaluation.suites import METRICS, Suite, expected
 from align.generate import sample_k
+from align.progress import bar
 from align.records import Prompt, write_jsonl
 from align.store import digest
 
@@ -70,7 +71,7 @@ def generate_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     limit = getattr(model.config, "max_position_embeddings", None)
     max_prompt = limit - cfg.max_new_tokens if limit and limit > cfg.max_new_tokens else None
     rows: list[dict[str, Any]] = []
-    for c, start in enumerate(range(0, len(prompts), CHUNK_PROMPTS)):
+    for c, start in enumerate(bar(range(0, len(prompts), CHUNK_PROMPTS), desc="evaluation", unit="chunk")):
         if c not in done:
             chunk = prompts[start:start + CHUNK_PROMPTS]
             groups = sample_k(model, tokenizer, [p.text for p in chunk], k=k, temperature=cfg.temperature,

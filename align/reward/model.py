@@ -18,6 +18,7 @@ from transformers.utils import logging as hf_logging
 from align.chat import pad
 from align.config import ModelConfig
 from align.models import DTYPES, load_tokenizer, require_safetensors
+from align.progress import batches
 from align.reward.data import encode
 
 
@@ -47,7 +48,7 @@ def score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: S
     ids = [encode(tokenizer, p, r, max_seq_len) for p, r in zip(prompts, responses)]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = np.zeros(len(ids), dtype=np.float64)
-    for start in range(0, len(order), batch_size):
+    for start in batches(len(order), batch_size, desc="scoring"):
         idx = order[start:start + batch_size]
         batch, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id, left=False)
         rewards = model(input_ids=batch.to(device), attention_mask=mask.to(device)).logits[:, 0].float().cpu()

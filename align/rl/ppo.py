@@ -39,6 +39,7 @@ from align.combine.transform import logit
 from align.config import TrackingConfig, TrainingConfig
 from align.errors import AlignError
 from align.generate import sample_k
+from align.progress import bar
 from align.records import Prompt
 from align.reward.client import score_responses
 from align.rl.advantages import (
@@ -199,7 +200,7 @@ def train_ppo(models: PPOModels, tokenizer: Any, rms: Any, combine: CombineConfi
     if start == 0:
         evaluation_point(0)
 
-    for iteration in range(start, cfg.iterations):
+    for iteration in bar(range(start, cfg.iterations), desc="ppo", unit="it", total=cfg.iterations - start):
         t0 = time.perf_counter()
         it_seed = seed * 1_000_003 + iteration
         # 1. rollout

@@ -5,6 +5,8 @@ A ``Stage`` holds in one place everything a campaign needs to know of its kind:
 - ``sections``: its config sections (top-level YAML keys, with their pydantic models);
 - ``parents``: the earlier rounds it builds on, picked from the rounds planned so far (``Planned``);
 - ``inputs``: files outside the campaign that it reads (their hashes join the round's inputs);
+- ``check``: what it can check of those before any round is built (``align.preflight``): one line
+  per problem, ``FILE: KEY: what is wrong (what to do)``;
 - ``run``: the stage itself, ``run(ctx) -> metrics``. The config slice hashed into its round is what
   ``run`` reads through ``ctx.cfg`` (``align.config_reads``), never a list written by hand;
 - ``names``: the round names it accepts (None: any); ``policy``: its round holds a policy that later
@@ -112,6 +114,10 @@ def _no_inputs(cfg: CampaignConfig, spec: StageSpec) -> list[Path]:
     return []
 
 
+def _no_checks(cfg: CampaignConfig, spec: StageSpec) -> list[str]:
+    return []
+
+
 @dataclass(frozen=True)
 class Stage:
     """One stage kind: its config sections, parent rule, inputs and run function."""
@@ -121,6 +127,7 @@ class Stage:
     parents: Callable[[Planned, CampaignConfig, StageSpec], Sequence[str]]
     sections: Mapping[str, type[BaseModel]] = field(default_factory=dict)
     inputs: Callable[[CampaignConfig, StageSpec], Sequence[Path]] = _no_inputs
+    check: Callable[[CampaignConfig, StageSpec], list[str]] = _no_checks
     names: tuple[str, ...] | None = None
     policy: bool = False
     uses_rule: bool = False
@@ -200,11 +207,19 @@ def plan_rounds(cfg: CampaignConfig) -> list[RoundPlan]:
         except PlanError as e:
             raise PlanError(f"stages[{i}] ({spec.kind}{' ' + spec.name if spec.name else ''}): {e}", index=i) from None
         this = PlannedRound(round_id(i, spec.kind, spec.name), spec.kind, spec.name, stage.policy)
+        inputs = tuple(stage.inputs(cfg, spec)) + (_rule_files(cfg) if stage.uses_rule else ())
         plans.append(RoundPlan(this.id, spec.kind, spec.name, cfg.seed if spec.seed is None else spec.seed, spec,
-                               tuple(by_id[p] for p in parent_ids), tuple(stage.inputs(cfg, spec))))
+                               tuple(by_id[p] for p in parent_ids), inputs))
         planned.rounds.append(this)
         by_id[this.id] = this
     return plans
+
+
+def _rule_files(cfg: CampaignConfig) -> tuple[Path, ...]:
+    """A user rule given as a file (``/path/rules.py:function``, as one beside the config is recorded): its
+    source is an input of the rounds whose result depends on the rule, so editing it rebuilds them."""
+    module = cfg.combine.rule.rpartition(":")[0]
+    return (Path(module),) if module.endswith(".py") else ()
 
 
 def policy_kinds() -> frozenset[str]:

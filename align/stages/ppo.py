@@ -41,6 +41,7 @@ from align.rl.critic import ValueModel, check_same_tokens, disable_dropout, nega
 from align.rl.ppo import PPOModels, train_ppo
 from align.rl.rollout import Rollout, token_logprobs
 from align.sandbox.build import read_prompts
+from align.preflight import rl_prompt_problems, source_problems
 from align.stages import PlanError, Planned, Stage, StageContext, register
 from align.store import crash_point, digest
 
@@ -195,5 +196,12 @@ def summary(result, pc: PPOConfig) -> dict[str, Any]:
             **({"lambda_trajectory": [x["lambda"] for x in h]} if pc.algorithm == "ppo_lagrangian" else {})}
 
 
-register(Stage(kind="ppo", run=run, parents=parents, inputs=inputs, policy=True, uses_rule=True,
-               sections={"ppo": PPOConfig}, doc=__doc__))
+
+def check(cfg: CampaignConfig, spec: StageSpec) -> list[str]:
+    """The prompt source (a data spec and file, or the sandbox's RL prompts)."""
+    src = cfg.ppo.prompts
+    return source_problems(src.spec, src.path, "ppo.prompts", kind="prompts") if src else rl_prompt_problems(cfg, "ppo")
+
+
+register(Stage(kind="ppo", run=run, parents=parents, inputs=inputs, check=check, policy=True,
+               uses_rule=True, sections={"ppo": PPOConfig}, doc=__doc__))

@@ -38,6 +38,7 @@ from align.reward.client import RewardModel
 from align.reward.data import load_pair_sources
 from align.sandbox.annotators import Annotators, rate
 from align.sandbox.build import read_prompts
+from align.preflight import rl_prompt_problems, source_problems
 from align.sandbox.judges import gold_utility, judge_helpfulness
 from align.stages import Planned, Stage, StageContext, register
 
@@ -155,4 +156,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return {"labeler": pc.labeler, **summary}
 
 
-register(Stage(kind="prefs", run=run, parents=parents, inputs=inputs, sections={"prefs": PrefsConfig}, doc=__doc__))
+
+def check(cfg: CampaignConfig, spec: StageSpec) -> list[str]:
+    """The labelled pair files (labeler jsonl), or the sandbox's RL prompts to sample comparisons on."""
+    if cfg.prefs.labeler == "jsonl":
+        return [p for i, src in enumerate(cfg.prefs.data)
+                for p in source_problems(src.spec, src.path, f"prefs.data[{i}]", kind="pairs")]
+    return rl_prompt_problems(cfg, "prefs")
+
+
+register(Stage(kind="prefs", run=run, parents=parents, inputs=inputs, check=check, sections={"prefs": PrefsConfig},
+               doc=__doc__))

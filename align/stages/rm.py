@@ -22,6 +22,7 @@ from pydantic import Field
 
 from align.config import CampaignConfig, StageSpec, Strict
 from align.evaluation.reward import verify_answers
+from align.preflight import model_problems, source_problems
 from align.records import PreferencePair, read_records
 from align.reward.client import RewardModel
 from align.reward.config import RewardModelConfig
@@ -139,5 +140,24 @@ def run(ctx: StageContext) -> dict[str, Any]:
             **({"refreshed_pairs": refreshed} if any(refreshed.values()) else {})}
 
 
-register(Stage(kind="rm", run=run, parents=parents, inputs=inputs, names=AXES, sections={"reward": RewardConfig},
-               doc=__doc__))
+
+def check(cfg: CampaignConfig, spec: StageSpec) -> list[str]:
+    """The initial checkpoint (unless the policy), every data source, and the sandbox's pair counts."""
+    rm_cfg, key = getattr(cfg.reward, spec.name), f"reward.{spec.name}"
+    problems = [] if rm_cfg.init == "sft" else model_problems(rm_cfg.init, f"{key}.init", causal=False,
+                                                              trust_remote_code=cfg.model.trust_remote_code)
+    for i, src in enumerate(rm_cfg.data):
+        problems += source_problems(src.spec, src.path, f"{key}.data[{i}]", kind="pairs")
+    if not rm_cfg.data:
+        prefs = cfg.sandbox.preferences
+        for field in (f"{spec.name}_pairs", "eval_pairs"):
+            n = getattr(prefs, field)
+            if n < 1:
+                problems.append(f"sandbox.preferences.{field}: {n} leaves the {spec.name} reward model no "
+                                f"{'held-out' if field == 'eval_pairs' else 'training'} pairs (set it to 1 or more, or "
+                                f"give {key}.data)")
+    return problems
+
+
+register(Stage(kind="rm", run=run, parents=parents, inputs=inputs, check=check, names=AXES,
+               sections={"reward": RewardConfig}, doc=__doc__))

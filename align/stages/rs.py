@@ -40,6 +40,7 @@ from align.models import load_causal_lm, load_tokenizer, save_model
 from align.records import Prompt, read_jsonl, write_jsonl
 from align.reward.client import RewardModel, RewardModels, score_responses
 from align.sandbox.build import read_prompts
+from align.preflight import rl_prompt_problems
 from align.sft import FinetuneConfig, finetune
 from align.stages import Planned, Stage, StageContext, register
 
@@ -338,5 +339,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "sample_seconds": round(sample_s, 2)}
 
 
-register(Stage(kind="rs", run=run, parents=parents, policy=True, uses_rule=True, sections={"rs": RejectionConfig},
-               doc=__doc__))
+
+def check(cfg: CampaignConfig, spec: StageSpec) -> list[str]:
+    return rl_prompt_problems(cfg, "rs")
+
+
+register(Stage(kind="rs", run=run, parents=parents, check=check, policy=True, uses_rule=True,
+               sections={"rs": RejectionConfig}, doc=__doc__))

@@ -18,6 +18,7 @@ from align.config import CampaignConfig, LoraSettings, StageSpec
 from align.evaluation.policy import evaluate_policy
 from align.evaluation.suites import sandbox_heldout
 from align.models import build_policy, load_causal_lm, save_model, with_lora
+from align.preflight import jsonl_problems, model_problems
 from align.records import write_jsonl
 from align.sandbox.build import read_demonstrations, tokenizer_dir
 from align.sft import FinetuneConfig, finetune, read_sft_jsonl
@@ -73,5 +74,24 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return metrics
 
 
-register(Stage(kind="sft", run=run, parents=parents, inputs=inputs, policy=True,
+
+def check(cfg: CampaignConfig, spec: StageSpec) -> list[str]:
+    """The policy's folder, the demonstrations file, and that some demonstration fits ``sft.max_seq_len``."""
+    problems = model_problems(cfg.model.path, "model.path", trust_remote_code=cfg.model.trust_remote_code) \
+        if cfg.model.path else []
+    if cfg.sft.data != "sandbox":
+        problems += jsonl_problems(cfg.sft.data, "sft.data", read_sft_jsonl)
+    if not problems and cfg.model.path and cfg.sft.data != "sandbox":  # lengths: with the policy's tokenizer
+        from align.models import load_tokenizer
+        from align.sft import build_examples
+
+        pairs = read_sft_jsonl(Path(cfg.sft.data))[:200]
+        tokenizer = load_tokenizer(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
+        if not build_examples(tokenizer, pairs, max_seq_len=cfg.sft.max_seq_len)[0]:
+            problems.append(f"{cfg.sft.data}: sft.max_seq_len: no prompt among the first {len(pairs)} leaves room "
+                            f"for an answer in {cfg.sft.max_seq_len} tokens (raise sft.max_seq_len)")
+    return problems
+
+
+register(Stage(kind="sft", run=run, parents=parents, inputs=inputs, check=check, policy=True,
                sections={"sft": SFTConfig}, doc=__doc__))

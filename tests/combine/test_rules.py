@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -36,8 +37,10 @@ def test_gate_threshold_is_a_parameter():
 
 def test_the_gates_two_parts_alone():
     r_h, r_s, tags = T([0.8, 0.8, 0.8]), T([0.1, 0.9, 0.9]), T([F, TR, F])
-    # the tag alone (threshold 0): the low R_s of an untagged prompt no longer gates it
-    assert resolve_rule("llama2_gate", {"threshold": 0.0})(r_h, r_s, tags).tolist() == pytest.approx([0.8, 0.9, 0.8])
+    # the tag alone (use_threshold 0): the low R_s of an untagged prompt no longer gates it
+    assert resolve_rule("llama2_gate", {"use_threshold": 0.0})(r_h, r_s, tags).tolist() == pytest.approx(
+        [0.8, 0.9, 0.8])
+    assert gate_branch(r_s, tags, use_threshold=0.0) == ["helpfulness", "safety_tag", "helpfulness"]
     # the threshold alone (tags ignored): the tagged, safe-looking response gets R_h
     assert resolve_rule("llama2_gate", {"use_tag": 0.0})(r_h, r_s, tags).tolist() == pytest.approx([0.1, 0.8, 0.8])
     assert gate_branch(r_s, tags, use_tag=0.0) == ["safety_low", "helpfulness", "helpfulness"]
@@ -148,3 +151,44 @@ def test_bad_rule_in_a_config_fails_at_load_with_exit_2_before_anything_runs(use
                        env={"PYTHONPATH": str(user_rules)})
     assert result.returncode == 2 and "returned shape" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("rule, params, message", [
+    ("llama2_gate", {"threshold": -3.0}, "threshold = -3 is outside (0, 1)"),
+    ("llama2_gate", {"threshold": 0.0}, "threshold = 0 is outside (0, 1)"),
+    ("llama2_gate", {"threshold": 1.0}, "threshold = 1 is outside (0, 1)"),
+    ("llama2_gate", {"use_tag": 0.5}, "use_tag = 0.5 is not 0 or 1"),
+    ("weighted_sum", {"safety_weight": 7.0}, "safety_weight = 7 is outside [0, 1]"),
+    ("weighted_sum", {"safety_weight": -0.1}, "safety_weight = -0.1 is outside [0, 1]"),
+    ("safe_rlhf", {"cost_weight": -1.0}, "cost_weight = -1 is outside [0, inf)"),
+])
+def test_built_in_rule_parameters_are_range_checked(rule, params, message):
+    with pytest.raises(AlignError, match=re.escape(message)):
+        resolve_rule(rule, params)
+    edge = {"safety_weight": 1.0} if rule == "weighted_sum" else {"cost_weight": 0.0} if rule == "safe_rlhf" else {
+        "threshold": 0.999}
+    resolve_rule(rule, edge)  # the closed ends and the inside are fine
+
+
+def test_a_user_rule_beside_the_config_needs_no_pythonpath(tmp_path):
+    """``myrules:fn`` next to the config file resolves to that file (and stays resolvable from the
+    run's own campaign.yaml, anywhere); ``file.py:fn`` relative to the config too."""
+    from align.config import config_to_yaml, load_config
+
+    (tmp_path / "myrules_beside.py").write_text("def half(r_h, r_s, is_safety, *, w=0.5):\n"
+                                                "    return w * r_h + (1 - w) * r_s\n")
+    config = tmp_path / "c.yaml"
+    config.write_text("campaign: c\ncombine: {rule: 'myrules_beside:half', params: {w: 0.25}}\n")
+    cfg = load_config(config)
+    assert cfg.combine.rule == f"{tmp_path / 'myrules_beside.py'}:half"
+    rule = resolve_rule(cfg.combine.rule, cfg.combine.params)
+    assert rule(T([1.0]), T([0.0]), T([F])).tolist() == pytest.approx([0.25])
+    elsewhere = tmp_path / "run"
+    elsewhere.mkdir()
+    (elsewhere / "campaign.yaml").write_text(config_to_yaml(cfg))
+    assert load_config(elsewhere / "campaign.yaml").combine.rule == cfg.combine.rule
+    config.write_text("campaign: c\ncombine: {rule: 'myrules_beside.py:half'}\n")
+    assert load_config(config).combine.rule == f"{tmp_path / 'myrules_beside.py'}:half"
+    config.write_text("campaign: c\ncombine: {rule: 'not_beside:half'}\n")
+    with pytest.raises(AlignError, match="not_beside:half"):
+        load_config(config)
