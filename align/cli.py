@@ -10,9 +10,11 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
+import click
 import typer
 
 from align.errors import AlignError, Interrupted, one_line
@@ -39,6 +41,13 @@ def _user_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             typer.echo("interrupted (Ctrl-C)", err=True)
             raise typer.Exit(Interrupted.exit_code) from None
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception:  # not bad input: a bug in align or a library, with its traceback
+            traceback.print_exc()
+            typer.echo("align: unexpected error (a bug, not your input): please report it with the traceback above",
+                       err=True)
+            raise typer.Exit(1) from None
     return wrapper
 
 

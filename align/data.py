@@ -229,6 +229,7 @@ def _head(spec: DataSpec, path: Path | None, n: int) -> list[tuple[int, dict[str
     """The first ``n`` rows of a local file, read directly (not through ``datasets``, which would read
     it all): what the pre-flight check parses."""
     import csv
+    import gzip
     import itertools
 
     if spec.format == "lines":
@@ -237,7 +238,8 @@ def _head(spec: DataSpec, path: Path | None, n: int) -> list[tuple[int, dict[str
         raise AlignError(f"{path}: data file of spec {spec.name!r} not found")
     rows: list[tuple[int, dict[str, Any]]] = []
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        opener = gzip.open if path.suffix == ".gz" else open  # datasets reads .gz files as they are
+        with opener(path, "rt", encoding="utf-8", newline="") as f:
             if spec.format == "csv":
                 return [(i, row) for i, row in enumerate(itertools.islice(csv.DictReader(f), n), start=1)]
             text = f.read(1 << 16)
@@ -257,6 +259,8 @@ def _head(spec: DataSpec, path: Path | None, n: int) -> list[tuple[int, dict[str
         raise AlignError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise AlignError(f"{path}: not valid JSON ({e.msg})") from None
+    except (OSError, EOFError) as e:  # a truncated or mislabelled .gz
+        raise AlignError(f"{path}: cannot be read ({e})") from None
     return [(i, r if isinstance(r, dict) else {}) for i, r in rows]
 
 

@@ -76,6 +76,8 @@ CASES = [
     ("run/extends-cycle", ["run", "{bad}/cycle_a.yaml", "--run-dir", "{new}"], "cycle"),
     ("run/unknown-stage-kind", ["run", "{bad}/unknown_kind.yaml", "--run-dir", "{new}"], "unknown_kind.yaml:4"),
     ("run/stage-without-parents", ["run", "{bad}/rs_no_rm.yaml", "--run-dir", "{new}"], "rs_no_rm.yaml:5"),
+    ("run/two-errors-one-line", ["run", SMOKE_S, "--run-dir", "{new}", "--set", "sft.epochs=-1", "--set",
+                                 "rs.k=0"], "--set rs.k=0"),
     ("run/set-unknown-key", ["run", SMOKE_S, "--run-dir", "{new}", "--set", "sft.epoch=1"], "--set sft.epoch=1"),
     ("run/set-bad-value", ["run", SMOKE_S, "--run-dir", "{new}", "--set", "sft.epochs=abc"], "--set sft.epochs=abc"),
     ("run/set-no-equals", ["run", SMOKE_S, "--run-dir", "{new}", "--set", "sft.epochs"], "--set"),
@@ -224,3 +226,17 @@ def test_run_dir_not_writable(tmp_path):
     finally:
         locked.chmod(0o700)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "not writable" in err
+
+
+def test_run_dir_not_writable_even_as_root(tmp_path, monkeypatch):
+    """The same check where permissions cannot be taken away (root): the folder reports itself unwritable."""
+    import align.preflight
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(align.preflight.os, "access", lambda p, mode: False if Path(p) == locked else real(p, mode))
+    code, _, err = invoke("run", SMOKE_S, "--run-dir", str(locked / "run"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{locked / 'run'}: --run-dir: cannot be created, {locked} is not writable" in err
+    assert not (locked / "run").exists()

@@ -63,6 +63,28 @@ def test_bad_rows_are_rejected_naming_the_row(tmp_path, row, message):
         load_pairs(load_spec(SPECS / "generic_pairs.yaml"), path)
 
 
+def test_the_preflight_peek_parses_the_first_rows_as_the_loader_does(tmp_path):
+    """``peek`` (what ``align run`` checks before any round) reads the first rows directly, .gz included,
+    and names a bad row as the full load would."""
+    from align.data import peek
+
+    spec = load_spec(SPECS / "generic_pairs.yaml")
+    good = {"prompt": "Q", "chosen": "A", "rejected": "B"}
+    with gzip.open(tmp_path / "pairs.jsonl.gz", "wt") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in [good] * 30))
+    assert peek(spec, tmp_path / "pairs.jsonl.gz", 20) == 20
+    bad = _jsonl(tmp_path / "bad.jsonl", [good, {"prompt": "Q", "chosen": "A"}])
+    with pytest.raises(AlignError, match="bad.jsonl: row 2: missing field 'rejected'"):
+        peek(spec, bad)
+    (tmp_path / "broken.jsonl").write_text(json.dumps(good) + "\n{broken\n")
+    with pytest.raises(AlignError, match="broken.jsonl:2: not valid JSON"):
+        peek(spec, tmp_path / "broken.jsonl")
+    with pytest.raises(AlignError, match="not found"):
+        peek(spec, tmp_path / "none.jsonl")
+    if SHARED.is_dir():
+        assert peek(load_spec(SPECS / "hh_rlhf_harmless.yaml"), SHARED / "hh-rlhf/harmless-base/test.jsonl.gz") >= 18
+
+
 def test_bad_rows_are_dropped_and_counted_when_the_spec_says_so(tmp_path):
     spec = load_spec(SPECS / "generic_pairs.yaml").model_copy(update={"on_bad_row": "drop"})
     path = _jsonl(tmp_path / "pairs.jsonl", [{"prompt": "Q", "chosen": "A", "rejected": "A"},

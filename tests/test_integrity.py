@@ -150,3 +150,16 @@ def test_quiet_turns_bars_and_round_lines_off(smoke_copy, quiet, monkeypatch):
 
     assert bar(range(3), desc="x").disable is True  # off a terminal (CliRunner) or quiet: no bar
     monkeypatch.delenv("ALIGN_QUIET", raising=False)
+
+
+def test_an_unexpected_error_prints_its_traceback_and_exits_1(smoke_copy, monkeypatch):
+    """Only bad input is one line and exit 2; a bug keeps its traceback (to report) and exits 1."""
+    import align.campaign
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(align.campaign, "campaign_status", broken)
+    code, _, err = invoke("status", str(smoke_copy))
+    assert code == 1
+    assert "Traceback" in err and "ZeroDivisionError: a bug" in err and "please report it" in err

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import precision_score, recall_score
 
 from align.errors import AlignError
 
@@ -21,6 +20,8 @@ DEFAULT_GRID = tuple(round(t, 2) for t in np.arange(0.05, 0.96, 0.05))
 def threshold_sweep(r_s: Sequence[float], unsafe: Sequence[bool],
                     thresholds: Sequence[float] = DEFAULT_GRID) -> list[dict[str, Any]]:
     """Precision, recall and flagged share of ``R_s < t`` for each ``t``."""
+    from sklearn.metrics import precision_score, recall_score  # here: loading the config needs no sklearn (1 s)
+
     r_s, unsafe = np.asarray(r_s, dtype=float), np.asarray(unsafe, dtype=bool)
     if len(r_s) != len(unsafe) or not len(r_s):
         raise AlignError(f"need as many labels as scores, at least one: {len(r_s)} scores, {len(unsafe)} labels")
