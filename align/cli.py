@@ -543,9 +543,11 @@ def _gold_line(gold: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    from transformers.utils import logging as hf_logging
+    import os
 
-    hf_logging.disable_progress_bar()  # weight-loading bars on every load; our stages keep their own
+    # no weight-loading bars on every load (our stages keep their own); read when transformers is first
+    # imported, which a command that loads no model never does
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     app()
 
 

@@ -16,14 +16,17 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from align.chat import answer_ids, pad, prompt_ids
 from align.errors import AlignError
 from align.progress import batches
 from align.records import distinct
+
+if TYPE_CHECKING:
+    from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ def _start(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: 
 def _generation_config(tokenizer: PreTrainedTokenizerBase, *, temperature: float, top_p: float, max_new_tokens: int,
                        **extra: bool) -> GenerationConfig:
     """Sampling at ``temperature`` with nucleus ``top_p`` (greedy at 0), no top-k, stopping at EOS."""
+    from transformers import GenerationConfig
+
     return GenerationConfig(
         max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
         top_p=top_p if temperature > 0 else None, top_k=None, pad_token_id=tokenizer.pad_token_id,
@@ -111,6 +116,8 @@ def sample_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
         raise AlignError(f"k must be at least 1, got {k}")
     if not prompts:
         raise AlignError("the prompt set is empty")
+    from transformers import DynamicCache
+
     device, ids = _start(model, tokenizer, prompts, seed)
     if max_prompt_tokens is not None:
         long = [i for i, row in enumerate(ids) if len(row) > max_prompt_tokens]

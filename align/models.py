@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from align.config import LoraSettings, ModelConfig
 from align.errors import AlignError
+
+if TYPE_CHECKING:  # transformers' models and peft load where they are used: a config loads without them
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 # Used when a checkpoint's tokenizer has no chat template of its own.
 PLAIN_CHAT_TEMPLATE = (
@@ -34,6 +37,8 @@ def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False) -> PreT
     path = Path(path)
     if not path.is_dir():
         raise AlignError(f"{path}: tokenizer folder not found")
+    from transformers import AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -54,6 +59,8 @@ def load_causal_lm(path: str | Path, cfg: ModelConfig | None = None) -> PreTrain
     cfg = cfg or ModelConfig()
     path = Path(path)
     require_safetensors(path)
+    from transformers import AutoModelForCausalLM
+
     return AutoModelForCausalLM.from_pretrained(
         path, local_files_only=True, use_safetensors=True, trust_remote_code=cfg.trust_remote_code,
         dtype=DTYPES[cfg.dtype])
@@ -61,6 +68,8 @@ def load_causal_lm(path: str | Path, cfg: ModelConfig | None = None) -> PreTrain
 
 def with_lora(model: PreTrainedModel, lora: LoraSettings) -> PeftModel:
     """Wrap ``model`` with a LoRA adapter on ``lora.target_modules``."""
+    from peft import LoraConfig, get_peft_model
+
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
     try:
@@ -95,6 +104,8 @@ def save_model(model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenize
                adapter_dir: Path, merge: bool = True) -> None:
     """Save as safetensors: a LoRA model saves its adapter in ``adapter_dir`` and, with ``merge``, the
     merged weights in ``model_dir``; a plain model saves to ``model_dir``."""
+    from peft import PeftModel
+
     if isinstance(model, PeftModel):
         model.save_pretrained(adapter_dir)
         tokenizer.save_pretrained(adapter_dir)

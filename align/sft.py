@@ -12,17 +12,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from align.chat import answer_ids, pad, prompt_ids
 from align.config import TrackingConfig, TrainingConfig
 from align.errors import AlignError
 from align.records import iter_jsonl
 from align.training import train
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (prompt and padding)
 

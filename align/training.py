@@ -25,17 +25,19 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from transformers import PreTrainedModel, get_cosine_with_min_lr_schedule_with_warmup
 
 from align.config import TrackingConfig, TrainingConfig
 from align.errors import AlignError
 from align.progress import bar
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 ADAM_BETAS = (0.9, 0.95)  # Llama 2 section 2.2 (and 3.2.3 for PPO)
 
@@ -83,6 +85,8 @@ def adamw_cosine(params: list[torch.nn.Parameter], *, lr: float, weight_decay: f
                  total_steps: int, min_lr_ratio: float, eps: float = 1e-8):
     """AdamW and a linear warm-up then cosine decay to ``min_lr_ratio * lr`` (Llama 2's schedule;
     ``min_lr_ratio`` 1 is a constant rate)."""
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=ADAM_BETAS, eps=eps)
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
         optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps, min_lr_rate=min_lr_ratio)

@@ -21,9 +21,8 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from align.evaluation.config import EvalConfig
 from align.evaluation.judge import judge_all
@@ -33,6 +32,9 @@ from align.generate import sample_k
 from align.progress import bar
 from align.records import Prompt, write_jsonl
 from align.store import digest
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 GENERATIONS = "generations.jsonl"
 CHUNK_PROMPTS = 256  # prompts per resumable chunk

@@ -12,9 +12,8 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from align.combine.config import CombineConfig
 from align.config import ModelConfig
@@ -26,6 +25,9 @@ from align.generate import Completion, Sample, sample_completions, sample_k, seq
 from align.models import load_causal_lm, load_tokenizer
 from align.records import Prompt
 from align.reward.client import RewardModels, score_responses
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 def judged_row(prompt: Prompt, completion: Completion | Sample, verdict: Verdict) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from align.combine import combine_rewards, gate_branch, resolve_rule
 from align.combine.config import CombineConfig
@@ -22,6 +22,9 @@ from align.config import ModelConfig
 from align.records import Prompt, distinct
 from align.reward.config import RewardModelConfig
 from align.reward.model import load_reward_model, score
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass

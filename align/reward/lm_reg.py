@@ -17,13 +17,16 @@ alongside.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from transformers import PreTrainedModel
 
 from align.errors import AlignError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 LM_HEAD_KEY = "lm_head.weight"
 

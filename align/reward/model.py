@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils import logging as hf_logging
 
 from align.chat import pad
 from align.config import ModelConfig
@@ -21,9 +21,15 @@ from align.models import DTYPES, load_tokenizer, require_safetensors
 from align.progress import batches
 from align.reward.data import encode
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 
 def load_reward_model(path: str | Path, model_cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A one-output sequence classifier from a local checkpoint (a causal LM gets a new scalar head)."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
     path = Path(path)
     require_safetensors(path)
     tokenizer = load_tokenizer(path, trust_remote_code=model_cfg.trust_remote_code)

@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from align.config import TrackingConfig
 from align.errors import AlignError
@@ -27,6 +26,9 @@ from align.reward.loss import centering_loss, margins_for, ranking_loss, safety_
 from align.reward.metrics import preference_metrics, unsafe_detection_metrics
 from align.reward.model import score
 from align.training import train
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 MIN_WARMUP_STEPS = 5  # Llama 2: "warm-up of 3% of the total number of steps, with a minimum of 5"
 

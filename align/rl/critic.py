@@ -8,11 +8,15 @@ with an idea of what is rewarded; it must read the policy's tokens, so it needs 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from align.errors import AlignError
 from align.rl.rollout import Rollout, at_responses
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 HEADS = ("score", "classifier", "v_head")
 

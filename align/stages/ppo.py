@@ -32,6 +32,7 @@ from align.evaluation.policy import evaluate_policy, greedy_reward, judge_rows, 
 from align.evaluation.suites import Suite, sandbox_heldout
 from align.generate import sample_k
 from align.models import load_causal_lm, load_tokenizer, save_model, with_lora
+from align.preflight import rl_prompt_problems, source_problems
 from align.records import Prompt, read_jsonl, write_jsonl
 from align.reward.client import RewardModel, RewardModels, score_responses
 from align.reward.model import load_reward_model
@@ -41,7 +42,6 @@ from align.rl.critic import ValueModel, check_same_tokens, disable_dropout, nega
 from align.rl.ppo import PPOModels, train_ppo
 from align.rl.rollout import Rollout, token_logprobs
 from align.sandbox.build import read_prompts
-from align.preflight import rl_prompt_problems, source_problems
 from align.stages import PlanError, Planned, Stage, StageContext, register
 from align.store import crash_point, digest
 

@@ -33,12 +33,12 @@ from align.data import PairSource
 from align.errors import AlignError
 from align.generate import sample_k
 from align.models import load_causal_lm, load_tokenizer
+from align.preflight import rl_prompt_problems, source_problems
 from align.records import PreferencePair, Prompt, write_jsonl
 from align.reward.client import RewardModel
 from align.reward.data import load_pair_sources
 from align.sandbox.annotators import Annotators, rate
 from align.sandbox.build import read_prompts
-from align.preflight import rl_prompt_problems, source_problems
 from align.sandbox.judges import gold_utility, judge_helpfulness
 from align.stages import Planned, Stage, StageContext, register
 

@@ -23,11 +23,10 @@ import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TYPE_CHECKING
 
 import torch
 from pydantic import Field, field_validator
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from align.combine.config import CombineConfig
 from align.combine.transform import logit
@@ -37,12 +36,15 @@ from align.evaluation.policy import evaluate_policy, greedy_reward, kl_to_refere
 from align.evaluation.suites import sandbox_heldout
 from align.generate import reference_logprobs, sample_k
 from align.models import load_causal_lm, load_tokenizer, save_model
+from align.preflight import rl_prompt_problems
 from align.records import Prompt, read_jsonl, write_jsonl
 from align.reward.client import RewardModel, RewardModels, score_responses
 from align.sandbox.build import read_prompts
-from align.preflight import rl_prompt_problems
 from align.sft import FinetuneConfig, finetune
 from align.stages import Planned, Stage, StageContext, register
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 class RSFinetuneConfig(FinetuneConfig):
