@@ -24,6 +24,17 @@ def align_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -
                           env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
 
 
+def align_app(*args: str) -> tuple[int, str, str]:
+    """Run the ``align`` CLI in this process (typer's runner): (exit code, stdout, stderr). For the many
+    cases that fail before any work, where a subprocess would spend its time importing."""
+    from typer.testing import CliRunner
+
+    from align.cli import app
+
+    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
 @pytest.fixture(scope="session")
 def completed_smoke_run(tmp_path_factory) -> tuple[Path, str]:
     """A finished ``align run configs/smoke.yaml`` (read-only: copy it before changing anything)."""

@@ -13,18 +13,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from align.cli import app
 from align.store import hash_outputs
 from conftest import SMOKE
+from conftest import align_app as invoke  # in-process: these cases fail before any work
 
 SMOKE_S = str(SMOKE)
-
-
-def invoke(*args: str):
-    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")
