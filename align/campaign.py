@@ -148,6 +148,8 @@ def run_campaign(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None
             existing = store.read(plan.id)
             inputs = _input_hashes(plan, done, existing)
             if existing and _unchanged(existing, plan, cfg, inputs):
+                if plan.id not in reusable:  # its parent was rebuilt into the same outputs: checked here
+                    store.require_intact(plan.id, why="reused")
                 log(f"[{plan.id}] completed earlier: reused")
                 done[plan.id] = existing
                 results.append(RoundResult(plan.id, existing.path, existing.metrics, reused=True))
@@ -216,24 +218,16 @@ def campaign_status(run_dir: Path, cfg: CampaignConfig | None = None) -> dict[st
     changed: it would be rebuilt) or ``pending``."""
     run_cfg, store = load_run(run_dir)
     cfg = cfg or run_cfg
-    rounds, done, fresh = [], {}, set()
-    for plan in plan_rounds(cfg):
+    plans = plan_rounds(cfg)
+    fresh = _reusable(cfg, store, plans)
+    rounds = []
+    for plan in plans:
         record = store.read(plan.id)
-        status, metrics, duration, config_hash = "pending", {}, None, None
-        if record is not None:
-            done[plan.id] = record
-            try:
-                current = all(p.id in fresh for p in plan.parents) and _unchanged(
-                    record, plan, cfg, _input_hashes(plan, done))
-            except AlignError:  # an input file is gone
-                current = False
-            status = "completed" if current else "stale"
-            metrics, duration, config_hash = record.metrics, record.manifest.get("duration_s"), \
-                record.manifest.get("config_hash")
-            if current:
-                fresh.add(plan.id)
-        rounds.append({"id": plan.id, "kind": plan.kind, "status": status, "parents": [p.id for p in plan.parents],
-                       "config_hash": config_hash, "metrics": metrics, "duration_s": duration})
+        m = record.manifest if record is not None else {}
+        rounds.append({"id": plan.id, "kind": plan.kind, "parents": [p.id for p in plan.parents],
+                       "status": "completed" if plan.id in fresh else "stale" if record is not None else "pending",
+                       "config_hash": m.get("config_hash"), "metrics": m.get("metrics", {}),
+                       "duration_s": m.get("duration_s")})
     planned = {r["id"] for r in rounds}
     for rid in store.round_ids():  # eval rounds made outside the stages (align eval), after the campaign's own
         record = store.read(rid)
