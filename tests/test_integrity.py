@@ -156,3 +156,24 @@ def test_an_unexpected_error_prints_its_traceback_and_exits_1(smoke_copy, monkey
     code, _, err = invoke("status", str(smoke_copy))
     assert code == 1
     assert "Traceback" in err and "ZeroDivisionError: a bug" in err and "please report it" in err
+
+
+def test_bars_show_on_a_terminal_unless_quiet(monkeypatch):
+    import io
+
+    from align.progress import bar, set_quiet
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("ALIGN_QUIET", raising=False)
+    monkeypatch.setattr("sys.stderr", Terminal())
+    assert not bar(range(3), desc="sampling").disable  # tqdm keeps None for "shown"
+    set_quiet(True)
+    try:
+        assert bar(range(3), desc="sampling").disable is True
+    finally:
+        set_quiet(False)
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # a pipe or a CI log
+    assert bar(range(3), desc="sampling").disable is True
