@@ -16,7 +16,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -132,8 +132,6 @@ def sample_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
             for i in long:
                 ids[i] = ids[i][-max_prompt_tokens:]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    gen = _generation_config(tokenizer, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                             output_logits=True, return_dict_in_generate=True)
     out: list[list[Sample]] = [[] for _ in ids]
     eos = tokenizer.eos_token_id
     for start in batches(len(order), batch_size, desc=f"sampling {k} per prompt"):
@@ -145,22 +143,69 @@ def sample_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
             model(input_ids=input_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=_positions(mask[:, :-1]),
                   cache=cache, use_cache=True)
             cache.batch_repeat_interleave(k)
-        result = model.generate(input_ids=input_ids.repeat_interleave(k, 0), attention_mask=mask.repeat_interleave(
-            k, 0), cache=cache, generation_config=gen)
-        width = input_ids.shape[1]
-        logprobs = torch.stack(result.logits, 1).float().log_softmax(-1)  # (B*k, T, V)
-        new = result.sequences[:, width:]
-        token_lp = logprobs.gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        for row in range(new.shape[0]):
-            tokens = new[row].tolist()
-            finished = eos in tokens
-            n = tokens.index(eos) + 1 if finished else len(tokens)
-            text_ids = tokens[: n - 1] if finished else tokens
+        tokens, logprobs = decode(model, input_ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0), cache,
+                                  max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, eos=eos)
+        for row, (toks, lps) in enumerate(zip(tokens, logprobs)):
+            finished = bool(toks) and toks[-1] == eos
+            text_ids = toks[:-1] if finished else toks
             out[idx[row // k]].append(Sample(prompt_index=idx[row // k],
                                              text=tokenizer.decode(text_ids, skip_special_tokens=True).strip(),
-                                             token_ids=tokens[:n], logprobs=token_lp[row, :n].tolist(),
-                                             finished=finished))
+                                             token_ids=toks, logprobs=lps, finished=finished))
     return out
+
+
+def next_token(logits: torch.Tensor, *, temperature: float, top_p: float) -> torch.Tensor:
+    """One token per row from ``logits`` (N, V): greedy at temperature 0, else sampled from
+    softmax(logits / temperature) restricted to the top-p nucleus, as ``generate``'s temperature and
+    top-p warpers do (the smallest set of tokens whose probability reaches ``top_p``; the most
+    likely token always stays), drawing from torch's global generator."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    scores = logits / temperature
+    if top_p < 1:
+        sorted_scores, order = scores.sort(-1)
+        drop = sorted_scores.softmax(-1).cumsum(-1) <= 1 - top_p
+        drop[:, -1] = False
+        scores = scores.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return torch.multinomial(scores.softmax(-1), 1).squeeze(1)
+
+
+@torch.no_grad()
+def decode(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, cache: Any, *,
+           max_new_tokens: int, temperature: float, top_p: float,
+           eos: int | None) -> tuple[list[list[int]], list[list[float]]]:
+    """Sample up to ``max_new_tokens`` after left-padded ``input_ids`` (N, L) whose ``cache`` holds all but
+    their last token: each row's tokens (ending with ``eos`` when it finished) and their log-probabilities
+    under the model (before temperature). A row that draws ``eos`` leaves the batch and its cache: the
+    steps that remain run on the unfinished rows only. One forward per step, no other per-step work
+    but the draw."""
+    n = input_ids.shape[0]
+    rows = torch.arange(n, device=input_ids.device)  # the original rows still running
+    tokens = torch.zeros(n, max_new_tokens, dtype=torch.long, device=input_ids.device)
+    logprobs = torch.zeros(n, max_new_tokens, device=input_ids.device)
+    current, attention = input_ids[:, -1:], mask
+    position = _positions(mask)[:, -1:]
+    for t in range(max_new_tokens):
+        logits = model(input_ids=current, attention_mask=attention, position_ids=position, cache=cache,
+                       use_cache=True).logits[:, -1].float()
+        drawn = next_token(logits, temperature=temperature, top_p=top_p)
+        tokens[rows, t] = drawn
+        logprobs[rows, t] = logits.log_softmax(-1).gather(1, drawn[:, None]).squeeze(1)
+        if eos is not None and t + 1 < max_new_tokens:
+            done = drawn == eos
+            if done.any():
+                keep = (~done).nonzero().squeeze(1)
+                if not len(keep):
+                    break
+                cache.batch_select_indices(keep)
+                rows, drawn, attention, position = rows[keep], drawn[keep], attention[keep], position[keep]
+        current = drawn[:, None]
+        attention = torch.cat([attention, attention.new_ones(len(attention), 1)], 1)
+        position = position + 1
+    ended = tokens == eos if eos is not None else torch.zeros_like(tokens, dtype=torch.bool)
+    lengths = torch.where(ended.any(1), ended.int().argmax(1) + 1, max_new_tokens).tolist()  # through the eos
+    return ([row[:m] for row, m in zip(tokens.tolist(), lengths)],
+            [row[:m] for row, m in zip(logprobs.tolist(), lengths)])
 
 
 @torch.no_grad()

@@ -6,24 +6,24 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import generate_k, refusal_judge, reuse, rm_hh_harmless, rm_sandbox
+from bench import k_sampling, refusal_judge, reuse, rm_hh_harmless, rm_sandbox
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit", type=int, default=None, help="train on at most N pairs (a quick run)")
-    parser.add_argument("--only", choices=["rm", "generate", "rm-sandbox", "refusal", "reuse"], default=None,
+    parser.add_argument("--only", choices=["rm", "k-sampling", "rm-sandbox", "refusal", "reuse"], default=None,
                         help="run one benchmark")
     args = parser.parse_args()
     results = []
-    if args.only in (None, "generate"):
-        results += generate_k.run(quick=args.limit is not None)
+    if args.only in (None, "reuse"):  # first: it builds runs/sandbox when missing, which k-sampling reads
+        results += reuse.run()
+    if args.only in (None, "k-sampling"):
+        results += k_sampling.run(quick=args.limit is not None)
     if args.only in (None, "rm"):
         results += rm_hh_harmless.run(limit=args.limit)
     if args.only in (None, "refusal"):
         results += refusal_judge.run()
-    if args.only in (None, "reuse"):
-        results += reuse.run()
     if args.only in (None, "rm-sandbox"):  # ablations, no peer: their own file
         rm_sandbox.save(rm_sandbox.run())
         if args.only:

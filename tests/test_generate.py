@@ -59,3 +59,43 @@ def test_reference_logprobs_of_repeated_answers_equal_each_scored_alone(policy, 
     alone = [math.fsum(sequence_logprobs(policy, tokenizer, [p], [answer_ids(tokenizer, a)], batch_size=1)[0])
              for p, a in zip(prompts, answers)]
     assert got == pytest.approx(alone, abs=1e-5) and got[0] == got[1] and got[0] != pytest.approx(got[2])
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.9), (1.3, 0.5)])
+def test_next_token_samples_from_generates_warped_distribution(temperature, top_p):
+    """The decoding loop draws from what ``generate``'s temperature and top-p warpers leave: the same
+    nucleus (the same tokens masked) and the same probabilities inside it."""
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from align.generate import next_token
+
+    torch.manual_seed(0)
+    logits = torch.randn(6, 50) * 3
+    warped = TopPLogitsWarper(top_p)(None, TemperatureLogitsWarper(temperature)(None, logits.clone()))
+    expected = warped.softmax(-1)
+    counts = torch.zeros_like(logits)
+    for _ in range(4000):
+        counts[torch.arange(6), next_token(logits, temperature=temperature, top_p=top_p)] += 1
+    assert torch.all((counts > 0) <= (expected > 0))  # never a token outside the nucleus
+    torch.testing.assert_close(counts / 4000, expected, atol=0.03, rtol=0)
+
+
+def test_rows_that_finish_leave_the_batch_and_the_rest_keep_exact_logprobs(policy, tokenizer):
+    """With EOS made likely, some samples stop early (they leave the batch and its cache) while others
+    run on: every sample's recorded log-probabilities still equal its teacher-forced ones, and a sample
+    holds its EOS last and nowhere else."""
+    import copy
+
+    model = copy.deepcopy(policy)
+    with torch.no_grad():
+        model.get_output_embeddings().weight[tokenizer.eos_token_id] *= 20.0
+    out = sample_k(model, tokenizer, PROMPTS, k=4, temperature=1.0, top_p=1.0, max_new_tokens=12, batch_size=8,
+                   seed=1)
+    samples = [s for group in out for s in group]
+    lengths = {len(s.token_ids) for s in samples}
+    assert any(s.finished for s in samples) and any(not s.finished for s in samples) and len(lengths) > 2
+    for s in samples:
+        assert (tokenizer.eos_token_id in s.token_ids) == s.finished
+        assert not s.finished or s.token_ids.index(tokenizer.eos_token_id) == len(s.token_ids) - 1
+        (alone,) = sequence_logprobs(model, tokenizer, [PROMPTS[s.prompt_index]], [s.token_ids], batch_size=1)
+        torch.testing.assert_close(torch.tensor(s.logprobs), torch.tensor(alone), atol=1e-5, rtol=0)
