@@ -99,3 +99,24 @@ def test_rows_that_finish_leave_the_batch_and_the_rest_keep_exact_logprobs(polic
         assert not s.finished or s.token_ids.index(tokenizer.eos_token_id) == len(s.token_ids) - 1
         (alone,) = sequence_logprobs(model, tokenizer, [PROMPTS[s.prompt_index]], [s.token_ids], batch_size=1)
         torch.testing.assert_close(torch.tensor(s.logprobs), torch.tensor(alone), atol=1e-5, rtol=0)
+
+
+def test_the_growing_cache_changes_no_draw(policy, tokenizer, monkeypatch):
+    """Keys and values written into a buffer with room to grow (instead of concatenated every step) give
+    the very same samples and log-probabilities as transformers' DynamicCache, rows leaving included."""
+    import copy
+
+    from transformers import DynamicCache
+
+    import align.generate as g
+
+    model = copy.deepcopy(policy)
+    with torch.no_grad():
+        model.get_output_embeddings().weight[tokenizer.eos_token_id] *= 20.0
+    kw = {"k": 4, "temperature": 1.0, "top_p": 0.9, "max_new_tokens": 60, "batch_size": 2, "seed": 3}
+    growing = sample_k(model, tokenizer, PROMPTS, **kw)
+    monkeypatch.setattr(g, "growing_cache", lambda m: DynamicCache(config=m.config))
+    dynamic = sample_k(model, tokenizer, PROMPTS, **kw)
+    assert [[s.token_ids for s in group] for group in growing] == [[s.token_ids for s in group] for group in dynamic]
+    assert [[s.logprobs for s in group] for group in growing] == [[s.logprobs for s in group] for group in dynamic]
+    assert any(len(s.token_ids) > 50 for group in growing for s in group)  # the buffer grew past its 64 slots
