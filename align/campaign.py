@@ -161,8 +161,8 @@ def run_campaign(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None
             try:
                 done[plan.id] = record = _build(plan, cfg, store, done, inputs, log)
             except KeyboardInterrupt:
-                raise Interrupted(f"stopped in round {plan.id} ({plan.kind}); nothing of it was kept but its "
-                                  f"checkpoints: align run resumes from there") from None
+                raise Interrupted(f"stopped in round {plan.id} ({plan.kind}); its unfinished files are dropped "
+                                  f"(checkpoints kept, if it writes any): align run resumes from there") from None
             log(f"[{plan.id}] done in {record.manifest['duration_s']:.1f}s")
             results.append(RoundResult(plan.id, record.path, record.metrics, reused=False))
         write_config()

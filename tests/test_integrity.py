@@ -127,8 +127,9 @@ def test_interrupt_names_the_round_and_how_to_resume(smoke_copy, monkeypatch):
     monkeypatch.setattr(align.campaign, "_build", interrupted)
     code, _, err = invoke("run", str(SMOKE), "--run-dir", str(smoke_copy), "--set", "ppo.iterations=2")
     assert code == 130
-    assert err.strip().splitlines()[-1] == ("interrupted: stopped in round 10-ppo (ppo); nothing of it was kept but "
-                                            "its checkpoints: align run resumes from there")
+    assert err.strip().splitlines()[-1] == ("interrupted: stopped in round 10-ppo (ppo); its unfinished files are "
+                                            "dropped (checkpoints kept, if it writes any): align run resumes from "
+                                            "there")
 
 
 @pytest.mark.parametrize("quiet", [True, False])
