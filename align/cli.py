@@ -14,7 +14,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
-import click
 import typer
 
 from align.errors import AlignError, Interrupted, one_line
@@ -41,7 +40,7 @@ def _user_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             typer.echo("interrupted (Ctrl-C)", err=True)
             raise typer.Exit(Interrupted.exit_code) from None
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except (typer.Exit, typer.Abort, typer.exceptions.TyperException):  # the CLI's own ways out, not bugs
             raise
         except Exception:  # not bad input: a bug in align or a library, with its traceback
             traceback.print_exc()

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from align.errors import AlignError, validation_message
+from align.errors import AlignError, error_message, validation_message
 from align.stages import PlanError, get_stage, plan_rounds, stage_kinds, stage_sections
 
 
@@ -298,7 +298,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Campaig
         lines = []
         for err in e.errors():
             loc = [str(x) for x in err["loc"]]
-            msg = err["msg"].removeprefix("Value error, ")
+            msg = error_message(err)
             if err["type"] == "extra_forbidden":
                 known = _known_keys(campaign_model(), loc[:-1])
                 msg = "unknown key" + (f" (known keys here: {', '.join(known)})" if known else "")

@@ -275,9 +275,14 @@ def peek(spec: DataSpec, path: Path | None, n: int = 20) -> int | None:
         try:
             usable += parse(spec, i, row) is not None
         except BadRow as e:
-            if spec.on_bad_row == "error":
-                raise AlignError(f"{path}: row {i}: {e} (spec {spec.name!r}; set on_bad_row: drop to skip)") from None
+            _bad_row(spec, str(path), i, e)
     return usable
+
+
+def _bad_row(spec: DataSpec, where: str, i: int, e: BadRow) -> None:
+    """A row the spec cannot read: an error naming it, unless the spec drops such rows."""
+    if spec.on_bad_row == "error":
+        raise AlignError(f"{where}: row {i}: {e} (spec {spec.name!r}; set on_bad_row: drop to skip)") from None
 
 
 def _load(spec: DataSpec, path: Path | None, parse) -> tuple[list, LoadReport]:
@@ -288,8 +293,7 @@ def _load(spec: DataSpec, path: Path | None, parse) -> tuple[list, LoadReport]:
         try:
             item = parse(spec, i, row)
         except BadRow as e:
-            if spec.on_bad_row == "error":
-                raise AlignError(f"{where}: row {i}: {e} (spec {spec.name!r}; set on_bad_row: drop to skip)") from None
+            _bad_row(spec, where, i, e)
             report.dropped[str(e)] += 1
             continue
         if item is None:

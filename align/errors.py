@@ -6,7 +6,7 @@ line, a ``--flag``, or a ``--set`` override), the key, and the way out.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -32,11 +32,15 @@ def one_line(message: str) -> str:
     return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
 
 
-def validation_message(e: ValidationError, prefix: str = "") -> str:
+def error_message(err: Any) -> str:
+    """One pydantic error's message, without the "Value error, " pydantic puts before a validator's."""
+    return err["msg"].removeprefix("Value error, ")
+
+
+def validation_message(e: ValidationError) -> str:
     """A pydantic error as ``field: message; field: message`` (no URLs, no input dumps)."""
     parts = []
     for err in e.errors():
         loc = ".".join(str(x) for x in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{prefix}{loc}: {msg}" if (prefix or loc) else msg)
+        parts.append(f"{loc}: {error_message(err)}" if loc else error_message(err))
     return "; ".join(parts)

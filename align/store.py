@@ -48,10 +48,15 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def output_files(folder: Path) -> dict[str, Path]:
+    """Every file under ``folder`` but the manifest, by relative POSIX path."""
+    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
+            if p.is_file() and p != folder / MANIFEST}
+
+
 def hash_outputs(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` (but the manifest), by relative POSIX path."""
-    return {p.relative_to(folder).as_posix(): sha256_file(p)
-            for p in sorted(folder.rglob("*")) if p.is_file() and p != folder / MANIFEST}
+    return {name: sha256_file(p) for name, p in output_files(folder).items()}
 
 
 def digest(mapping: dict[str, Any]) -> str:
@@ -299,8 +304,7 @@ class CampaignStore:
         if record is None:
             return [f"{self.rounds_dir / round_id}: no {MANIFEST}"]
         expected, stats = record.manifest["outputs"], record.manifest.get("output_stats", {}) if fast else {}
-        present = {p.relative_to(record.path).as_posix(): p for p in sorted(record.path.rglob("*"))
-                   if p.is_file() and p != record.path / MANIFEST}
+        present = output_files(record.path)
         problems = [f"{record.path / f}: missing" for f in sorted(set(expected) - set(present))]
         problems += [f"{record.path / f}: not in the manifest" for f in sorted(set(present) - set(expected))]
         for f in sorted(set(expected) & set(present)):

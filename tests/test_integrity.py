@@ -178,3 +178,22 @@ def test_bars_show_on_a_terminal_unless_quiet(monkeypatch):
         set_quiet(False)
     monkeypatch.setattr("sys.stderr", io.StringIO())  # a pipe or a CI log
     assert bar(range(3), desc="sampling").disable is True
+
+
+def test_the_clis_own_exits_pass_through_the_error_path():
+    """typer's Exit and usage errors raised inside a command keep their exit codes; they are not bugs."""
+    import typer
+
+    from align.cli import _user_errors
+
+    def exits():
+        raise typer.Exit(3)
+
+    def bad_parameter():
+        raise typer.BadParameter("no")
+
+    with pytest.raises(typer.Exit) as e:
+        _user_errors(exits)()
+    assert e.value.exit_code == 3
+    with pytest.raises(typer.BadParameter):
+        _user_errors(bad_parameter)()
