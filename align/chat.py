@@ -8,8 +8,9 @@ starts at the same column), right-padded for training and scoring.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -17,10 +18,25 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
+_PROMPTS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], tuple[int, ...]]] = weakref.WeakKeyDictionary()
+_PROMPT_CACHE_SIZE = 200_000  # prompts remembered per tokenizer
+
+
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
-    """Token ids of a one-turn user prompt followed by the opening of the assistant turn."""
-    return list(tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                              tokenize=True, return_dict=False))
+    """Token ids of a one-turn user prompt followed by the opening of the assistant turn.
+
+    Remembered per tokenizer and chat template: a prompt is rendered once, not once per sample, reward
+    model and PPO iteration (the template's rendering costs more than the model on a tiny policy)."""
+    seen = _PROMPTS.setdefault(tokenizer, {})
+    key = (str(tokenizer.chat_template), prompt)  # a template may be a dict of named templates
+    ids = seen.get(key)
+    if ids is None:
+        if len(seen) >= _PROMPT_CACHE_SIZE:
+            seen.clear()
+        ids = seen[key] = tuple(tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                                              add_generation_prompt=True, tokenize=True,
+                                                              return_dict=False))
+    return list(ids)
 
 
 def answer_ids(tokenizer: PreTrainedTokenizerBase, answer: str) -> list[int]:

@@ -72,6 +72,8 @@ class Sample:
     token_ids: list[int]
     logprobs: list[float]
     finished: bool
+    sampling_logprobs: list[float] | None = None  # under the distribution drawn from (logits / temperature);
+    #                                                None at temperature 0 or top-p < 1 (a truncated distribution)
 
     @property
     def logprob(self) -> float:
@@ -141,14 +143,16 @@ def sample_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
             model(input_ids=input_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=_positions(mask[:, :-1]),
                   cache=cache, use_cache=True)
             cache.batch_repeat_interleave(k)
-        tokens, logprobs = decode(model, input_ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0), cache,
-                                  max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, eos=eos)
+        tokens, logprobs, tempered = decode(model, input_ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0),
+                                            cache, max_new_tokens=max_new_tokens, temperature=temperature,
+                                            top_p=top_p, eos=eos)
         for row, (toks, lps) in enumerate(zip(tokens, logprobs)):
             finished = bool(toks) and toks[-1] == eos
             text_ids = toks[:-1] if finished else toks
             out[idx[row // k]].append(Sample(prompt_index=idx[row // k],
                                              text=tokenizer.decode(text_ids, skip_special_tokens=True).strip(),
-                                             token_ids=toks, logprobs=lps, finished=finished))
+                                             token_ids=toks, logprobs=lps, finished=finished,
+                                             sampling_logprobs=tempered[row] if tempered else None))
     return out
 
 
@@ -203,16 +207,18 @@ def next_token(logits: torch.Tensor, *, temperature: float, top_p: float) -> tor
 @torch.no_grad()
 def decode(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, cache: Any, *,
            max_new_tokens: int, temperature: float, top_p: float,
-           eos: int | None) -> tuple[list[list[int]], list[list[float]]]:
+           eos: int | None) -> tuple[list[list[int]], list[list[float]], list[list[float]] | None]:
     """Sample up to ``max_new_tokens`` after left-padded ``input_ids`` (N, L) whose ``cache`` holds all but
-    their last token: each row's tokens (ending with ``eos`` when it finished) and their log-probabilities
-    under the model (before temperature). A row that draws ``eos`` leaves the batch and its cache: the
-    steps that remain run on the unfinished rows only. One forward per step, no other per-step work
-    but the draw."""
+    their last token: each row's tokens (ending with ``eos`` when it finished), their log-probabilities under
+    the model (before temperature), and under the distribution they were drawn from (logits / temperature: what
+    PPO's ratio starts from; None at temperature 0 or with top-p < 1). A row that draws ``eos`` leaves the batch
+    and its cache: the steps that remain run on the unfinished rows only. One forward per step, no other
+    per-step work but the draw."""
     n = input_ids.shape[0]
     rows = torch.arange(n, device=input_ids.device)  # the original rows still running
     tokens = torch.zeros(n, max_new_tokens, dtype=torch.long, device=input_ids.device)
     logprobs = torch.zeros(n, max_new_tokens, device=input_ids.device)
+    tempered = torch.zeros(n, max_new_tokens, device=input_ids.device) if temperature > 0 and top_p == 1 else None
     current, attention = input_ids[:, -1:], mask
     position = _positions(mask)[:, -1:]
     for t in range(max_new_tokens):
@@ -221,6 +227,8 @@ def decode(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, 
         drawn = next_token(logits, temperature=temperature, top_p=top_p)
         tokens[rows, t] = drawn
         logprobs[rows, t] = logits.log_softmax(-1).gather(1, drawn[:, None]).squeeze(1)
+        if tempered is not None:
+            tempered[rows, t] = (logits / temperature).log_softmax(-1).gather(1, drawn[:, None]).squeeze(1)
         if eos is not None and t + 1 < max_new_tokens:
             done = drawn == eos
             if done.any():
@@ -235,7 +243,8 @@ def decode(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, 
     ended = tokens == eos if eos is not None else torch.zeros_like(tokens, dtype=torch.bool)
     lengths = torch.where(ended.any(1), ended.int().argmax(1) + 1, max_new_tokens).tolist()  # through the eos
     return ([row[:m] for row, m in zip(tokens.tolist(), lengths)],
-            [row[:m] for row, m in zip(logprobs.tolist(), lengths)])
+            [row[:m] for row, m in zip(logprobs.tolist(), lengths)],
+            [row[:m] for row, m in zip(tempered.tolist(), lengths)] if tempered is not None else None)
 
 
 @torch.no_grad()

@@ -114,3 +114,17 @@ def save_model(model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenize
         model = model.merge_and_unload()
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout off: PPO's ratio must compare the same function before and after (Huang et al. 2024); a reward
+    model trains without it too (TRL's and OpenRLHF's default), and its attention takes the fused kernel."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    config = getattr(model, "config", None)
+    for key in ("attention_dropout", "hidden_dropout", "dropout", "hidden_dropout_prob", "attention_probs_dropout_prob",
+                "resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        if config is not None and isinstance(getattr(config, key, None), float):
+            setattr(config, key, 0.0)
+

@@ -68,9 +68,13 @@ def answer_only_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     Returns:
         scalar loss averaged over the positions whose target is an answer token.
     """
-    shift_logits = logits[:, :-1, :].reshape(-1, logits.size(-1))  # (B*(T-1), V)
-    shift_labels = labels[:, 1:].reshape(-1)  # (B*(T-1),)
-    return F.cross_entropy(shift_logits.float(), shift_labels, ignore_index=IGNORE_INDEX)
+    shift_labels = labels[:, 1:]  # (B, T-1): position t predicts token t + 1
+    scored = shift_labels != IGNORE_INDEX
+    if not scored.any():  # no answer token: the mean over nothing, as cross_entropy gives it
+        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), shift_labels.reshape(-1),
+                               ignore_index=IGNORE_INDEX)
+    # only the answer positions' rows go through the softmax (no (B*T, V) copy for prompts and padding)
+    return F.cross_entropy(logits[:, :-1][scored].float(), shift_labels[scored])
 
 
 # --------------------------------------------------------------------------------- data ---

@@ -120,3 +120,60 @@ def test_the_growing_cache_changes_no_draw(policy, tokenizer, monkeypatch):
     assert [[s.token_ids for s in group] for group in growing] == [[s.token_ids for s in group] for group in dynamic]
     assert [[s.logprobs for s in group] for group in growing] == [[s.logprobs for s in group] for group in dynamic]
     assert any(len(s.token_ids) > 50 for group in growing for s in group)  # the buffer grew past its 64 slots
+
+
+def test_sampling_logprobs_are_the_tempered_distributions_the_draws_came_from(policy, tokenizer):
+    """PPO's old log-probabilities come from the sampler: log softmax(logits / temperature) at each drawn
+    token, equal to a teacher-forced forward's; none where the distribution was truncated (top-p) or
+    there was none (greedy)."""
+    from align.chat import prompt_ids
+    from align.rl.rollout import Rollout, token_logprobs
+
+    out = sample_k(policy, tokenizer, PROMPTS, k=3, temperature=0.7, top_p=1.0, max_new_tokens=10, batch_size=2,
+                   seed=4)
+    samples = [s for group in out for s in group]
+    rollout = Rollout.build([prompt_ids(tokenizer, PROMPTS[s.prompt_index]) for s in samples],
+                            [s.token_ids for s in samples], tokenizer.pad_token_id)
+    with torch.no_grad():
+        forced, _ = token_logprobs(policy, rollout, 0.7)
+    for i, s in enumerate(samples):
+        assert len(s.sampling_logprobs) == len(s.token_ids)
+        torch.testing.assert_close(torch.tensor(s.sampling_logprobs), forced[i, :len(s.token_ids)], atol=1e-5, rtol=0)
+        assert s.sampling_logprobs != pytest.approx(s.logprobs)  # tempered, not the model's own
+    for temperature, top_p in ((0.0, 1.0), (1.0, 0.9)):
+        (group,) = sample_k(policy, tokenizer, PROMPTS[:1], k=1, temperature=temperature, top_p=top_p,
+                            max_new_tokens=4, batch_size=1, seed=0)
+        assert group[0].sampling_logprobs is None
+
+
+def test_response_logprobs_skip_prompt_logits_and_change_nothing(policy, tokenizer, monkeypatch):
+    """``logits_to_keep`` drops the outputs that predict prompt tokens only: the same log-probabilities
+    and entropies as from every position's logits."""
+    import align.rl.rollout as rollout_module
+    from align.chat import prompt_ids
+    from align.rl.rollout import Rollout, token_logprobs
+
+    prompts = [prompt_ids(tokenizer, p) for p in PROMPTS]
+    responses = [[5, 6, 7, tokenizer.eos_token_id], [8, tokenizer.eos_token_id], [9, 10, 11, 12, 13, 14]]
+    rollout = Rollout.build(prompts[:3], responses, tokenizer.pad_token_id)
+    assert min(len(p) for p in prompts[:3]) > 2  # so there are prompt outputs to skip
+    with torch.no_grad():
+        kept = token_logprobs(policy, rollout, 0.8, with_entropy=True)
+        monkeypatch.setattr(rollout_module, "_supports_logits_to_keep", lambda model: False)
+        every = token_logprobs(policy, rollout, 0.8, with_entropy=True)
+    torch.testing.assert_close(kept[0], every[0])
+    torch.testing.assert_close(kept[1] * rollout.mask, every[1] * rollout.mask)
+
+
+def test_prompt_ids_are_remembered_per_tokenizer_and_chat_template(tokenizer):
+    """A prompt is rendered once per tokenizer and template: a changed template renders anew."""
+    import copy
+
+    from align.chat import prompt_ids
+
+    first = prompt_ids(tokenizer, PROMPTS[0])
+    assert prompt_ids(tokenizer, PROMPTS[0]) == first
+    other = copy.deepcopy(tokenizer)
+    other.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    assert prompt_ids(other, PROMPTS[0]) == other(PROMPTS[0], add_special_tokens=False)["input_ids"] != first
+    assert prompt_ids(tokenizer, PROMPTS[0]) == first

@@ -116,3 +116,39 @@ def test_missing_tracker_backend_is_a_clear_error():
     with pytest.raises(AlignError, match=r"tracking.backend: 'wandb' is not installed"):
         make_accelerator(TrackingConfig(backend="wandb"), None)
     assert make_accelerator(TrackingConfig(backend="none"), None).log_with == []
+
+
+class _DtypeSeen(_Regression):
+    """The toy objective, also recording the dtype its forward computes in and the model class it reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtypes, self.models = set(), set()
+
+    def loss(self, model, batch):
+        x, _ = batch
+        self.dtypes.add(model(x).dtype)
+        self.models.add(type(model).__name__)
+        return super().loss(model, batch)
+
+
+@pytest.mark.parametrize("precision,expected", [("float32", torch.float32), ("bfloat16", torch.bfloat16)])
+def test_precision_runs_the_forward_under_autocast_and_keeps_fp32_weights(precision, expected):
+    torch.manual_seed(0)
+    w = torch.randn(4)
+    examples = [(x, (x @ w).item()) for x in torch.randn(64, 4)]
+    model, objective = torch.nn.Linear(4, 1), _DtypeSeen()
+    cfg = TrainingConfig(epochs=20, batch_size=8, lr=0.05, weight_decay=0.0, warmup_ratio=0.0, precision=precision)
+    result = train(model, examples, lambda b: (torch.stack([x for x, _ in b]), torch.tensor([y for _, y in b])),
+                   objective, cfg, lengths=[1] * 64, seed=0, stream="toy", warmup_steps=lambda total: 0)
+    assert objective.dtypes == {expected}
+    assert model.weight.dtype == torch.float32  # the optimiser updates fp32 master weights
+    assert result.final_loss < 0.05 * result.first_loss  # and bf16 still learns the regression
+
+
+def test_adamw_takes_the_fused_kernel_and_compile_wraps_the_model():
+    model = torch.nn.Linear(4, 1)
+    cfg = TrainingConfig(compile=True)
+    learner = Learner.prepare(model, cfg, total_steps=2, warmup_steps=0, accelerator=Accelerator(cpu=True))
+    assert learner.optimizer.param_groups[0]["fused"] is True
+    assert type(learner.model).__name__ == "OptimizedModule" and learner.model._orig_mod is model

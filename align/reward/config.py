@@ -32,4 +32,8 @@ class RewardModelConfig(TrainingConfig):
     center_weight: float = Field(0.0, ge=0, description="weight of reward centering mean((r_c + r_r)^2)")
     lm_coef: float = Field(0.0, ge=0, description="GRM: weight of the SFT loss on chosen answers through the "
                                                   "policy's LM head (keeps the backbone's knowledge; causal LMs)")
+    disable_dropout: bool = Field(True, description="train without dropout (TRL's default): the reward is a "
+                                                    "deterministic function of the text, and attention runs fused")
+    share_prompt: bool = Field(True, description="causal LMs: read each pair's prompt once, its KV cache shared by "
+                                                 "the chosen and rejected answers (same rewards, fewer tokens)")
     eval_batch_size: int = Field(128, ge=1, description="sequences per scoring batch")

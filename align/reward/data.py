@@ -111,14 +111,27 @@ class EncodedPair:
     chosen_safe: bool | None
     rejected_safe: bool | None
     chosen_answer_len: int = 0  # answer tokens (EOS included) at the end of ``chosen``; 0 for encoders
+    shared_len: int = 0  # tokens at the start that chosen and rejected both read once (causal LMs; 0: none)
+
+
+def shared_prefix_len(chosen: Sequence[int], rejected: Sequence[int], chosen_answer_len: int) -> int:
+    """How many leading tokens ``chosen`` and ``rejected`` have in common (the prompt, and any common start
+    of the answers), keeping at least one token of each and the whole chosen answer out of it."""
+    limit = min(len(chosen) - max(1, chosen_answer_len), len(rejected) - 1)
+    n = 0
+    while n < limit and chosen[n] == rejected[n]:
+        n += 1
+    return n
 
 
 def encode_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair], max_len: int) -> list[EncodedPair]:
+    causal = tokenizer.cls_token_id is None  # an encoder reads the whole text both ways: nothing to share
     out = []
     for p in pairs:
         chosen, answer_len = encode_with_answer_len(tokenizer, p.prompt.text, p.chosen, max_len)
-        out.append(EncodedPair(chosen, encode(tokenizer, p.prompt.text, p.rejected, max_len), p.rating,
-                               p.chosen_safe, p.rejected_safe, answer_len))
+        rejected = encode(tokenizer, p.prompt.text, p.rejected, max_len)
+        shared = shared_prefix_len(chosen, rejected, answer_len) if causal else 0
+        out.append(EncodedPair(chosen, rejected, p.rating, p.chosen_safe, p.rejected_safe, answer_len, shared))
     return out
 
 
@@ -126,6 +139,34 @@ def collate_pairs(batch: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.
     """Right-padded ``(2B, T)`` ids: the B chosen responses, then the B rejected ones."""
     ids, mask = pad([e.chosen for e in batch] + [e.rejected for e in batch], pad_id, left=False)
     return {"input_ids": ids, "attention_mask": mask}
+
+
+def collate_shared_prefix(batch: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Tensor] | None:
+    """The batch as one shared prefix per pair and two suffixes, for a causal LM: the prefix forward fills
+    a KV cache that the pair's chosen and rejected suffixes both continue from, so the prompt is read once.
+
+    ``prefix_*`` are ``(B, P)``, left-padded (every prefix ends at the same column), with positions
+    counted from each row's first token; ``suffix_ids`` are ``(2B, S)``, right-padded and interleaved
+    (chosen 0, rejected 0, chosen 1, ...), their ``suffix_mask`` ``(2B, P + S)`` covers cache and suffix,
+    their positions continue each prefix. The score is read at the suffix's last non-pad token, as the
+    whole sequence's would be. ``chosen_answer`` is ``(B, S)``: the chosen answer's tokens in its suffix.
+    None when a pair shares nothing or a suffix is padding only (the plain layout then).
+    """
+    shared = [e.shared_len for e in batch]
+    suffixes = [seq[n:] for e, n in zip(batch, shared) for seq in (e.chosen, e.rejected)]
+    if min(shared) < 1 or any(all(t == pad_id for t in s) for s in suffixes):
+        return None
+    prefix_ids, prefix_mask = pad([e.chosen[:n] for e, n in zip(batch, shared)], pad_id, left=True)
+    suffix_ids, suffix_mask = pad(suffixes, pad_id, left=False)
+    width = suffix_ids.shape[1]
+    answer = torch.zeros((len(batch), width), dtype=torch.bool)
+    for i, (e, n) in enumerate(zip(batch, shared)):
+        answer[i, len(e.chosen) - n - e.chosen_answer_len: len(e.chosen) - n] = True
+    return {"prefix_ids": prefix_ids, "prefix_mask": prefix_mask,
+            "prefix_positions": (prefix_mask.cumsum(1) - 1).clamp(min=0),
+            "suffix_ids": suffix_ids, "suffix_mask": torch.cat([prefix_mask.repeat_interleave(2, 0), suffix_mask], 1),
+            "suffix_positions": torch.tensor(shared).repeat_interleave(2)[:, None] + torch.arange(width),
+            "chosen_answer": answer}
 
 
 def chosen_answer_mask(batch: Sequence[EncodedPair], width: int) -> torch.Tensor:

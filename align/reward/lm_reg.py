@@ -56,22 +56,40 @@ class LMRegularizer:
         if self.weight.shape[0] < model.get_input_embeddings().weight.shape[0]:
             raise AlignError(f"{init_dir}: the LM head has {self.weight.shape[0]} rows for a vocabulary of "
                              f"{model.get_input_embeddings().weight.shape[0]}")
-        self._hidden: torch.Tensor | None = None
+        self._hidden: list[torch.Tensor] = []  # the backbone's outputs since the last ``clear``
         self._handle = base.register_forward_hook(self._keep)
 
     def _keep(self, module, args, output) -> None:
-        self._hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+        self._hidden.append(output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0])
+
+    def clear(self) -> None:
+        """Forget the captured hidden states (before each micro-batch's forwards)."""
+        self._hidden = []
+
+    def _cross_entropy(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(hidden.float() @ self.weight.float().T, targets)
 
     def loss(self, input_ids: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy over the answer tokens (``answer_mask`` true) of the first
         ``len(answer_mask)`` sequences of the last forward pass."""
-        if self._hidden is None:
+        if not self._hidden:
             raise RuntimeError("LMRegularizer.loss called before a forward pass")
         n = answer_mask.shape[0]
         predicts = answer_mask[:, 1:]  # position t predicts token t + 1: only answer tokens are scored
-        hidden = self._hidden[:n, :-1][predicts]  # (N, H): no vocabulary-sized logits for prompt or padding
-        return F.cross_entropy(hidden.float() @ self.weight.float().T, input_ids[:n, 1:][predicts])
+        hidden = self._hidden[-1][:n, :-1][predicts]  # (N, H): no vocabulary-sized logits for prompt or padding
+        return self._cross_entropy(hidden, input_ids[:n, 1:][predicts])
+
+    def shared_loss(self, suffix_ids: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
+        """The same loss after a shared-prefix forward (``collate_shared_prefix``): the last two forwards
+        read the ``(B, P)`` prefixes, then the ``(2B, S)`` interleaved suffixes; the chosen answers
+        (``answer_mask``, ``(B, S)``) lie in the even suffixes, their first token predicted by the prefix's
+        last position."""
+        if len(self._hidden) < 2:
+            raise RuntimeError("LMRegularizer.shared_loss needs a prefix and a suffix forward pass")
+        prefix, suffix = self._hidden[-2], self._hidden[-1]
+        chosen = torch.cat([prefix[:, -1:], suffix[0::2, :-1]], 1)  # position j predicts suffix token j
+        return self._cross_entropy(chosen[answer_mask], suffix_ids[0::2][answer_mask])
 
     def remove(self) -> None:
         self._handle.remove()
-        self._hidden = None
+        self._hidden = []

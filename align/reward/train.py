@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any, TYPE_CHECKING
 
 import torch
+from accelerate import PartialState
 
 from align.config import TrackingConfig
 from align.errors import AlignError
+from align.models import disable_dropout
 from align.records import PreferencePair
 from align.reward.config import RewardModelConfig
-from align.reward.data import EncodedPair, chosen_answer_mask, collate_pairs, encode_pairs
+from align.reward.data import EncodedPair, chosen_answer_mask, collate_pairs, collate_shared_prefix, encode_pairs
 from align.reward.lm_reg import LMRegularizer
 from align.reward.loss import centering_loss, margins_for, ranking_loss, safety_sign_loss
 from align.reward.metrics import preference_metrics, unsafe_detection_metrics
@@ -66,15 +68,49 @@ def reward_loss(r_c: torch.Tensor, r_r: torch.Tensor, batch: dict[str, torch.Ten
     return total, parts
 
 
-def collate(batch: Sequence[EncodedPair], *, pad_id: int, margin: str) -> dict[str, torch.Tensor]:
-    """A micro-batch: the ``(2B, T)`` sequences (chosen, then rejected), the ``(B,)`` margins, the
-    ``(B, 2)`` safety labels and the ``(B, T)`` mask of the chosen answers' tokens."""
-    inputs = collate_pairs(batch, pad_id)
+def collate(batch: Sequence[EncodedPair], *, pad_id: int, margin: str, share_prompt: bool = False
+            ) -> dict[str, torch.Tensor]:
+    """A micro-batch: the ``(B,)`` margins, the ``(B, 2)`` safety labels, and the sequences: with
+    ``share_prompt`` (causal LMs) each pair's common prefix once and its two suffixes
+    (``collate_shared_prefix``), else the ``(2B, T)`` sequences (chosen, then rejected) with the
+    ``(B, T)`` mask of the chosen answers' tokens."""
+    inputs = collate_shared_prefix(batch, pad_id) if share_prompt else None
+    if inputs is None:
+        inputs = collate_pairs(batch, pad_id)
+        inputs["chosen_answer"] = chosen_answer_mask(batch, inputs["input_ids"].shape[1])
     return {**inputs, "margin": margins_for([e.rating for e in batch], margin),
             "safe": torch.tensor([[-1 if s is None else int(s) for s in (e.chosen_safe, e.rejected_safe)]
-                                  for e in batch], dtype=torch.long),
-            "chosen_answer": chosen_answer_mask(batch, inputs["input_ids"].shape[1]),
-            "width": torch.tensor([max(len(e.chosen), len(e.rejected)) for e in batch])}
+                                  for e in batch], dtype=torch.long)}
+
+
+def pair_rewards(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(r_c, r_r)`` of a ``collate`` batch: one forward of the 2B sequences, or, in the shared-prefix
+    layout, a forward of the B prefixes whose KV cache, repeated for the two answers, the 2B suffixes
+    continue (the same rewards, the prompt read once)."""
+    if "prefix_ids" not in batch:
+        n = len(batch["margin"])
+        rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float()
+        return rewards[:n], rewards[n:]
+    cache = model(input_ids=batch["prefix_ids"], attention_mask=batch["prefix_mask"],
+                  position_ids=batch["prefix_positions"], use_cache=True).cache
+    cache.batch_repeat_interleave(2)
+    rewards = model(input_ids=batch["suffix_ids"], attention_mask=batch["suffix_mask"],
+                    position_ids=batch["suffix_positions"], cache=cache, use_cache=True).logits[:, 0].float()
+    return rewards[0::2], rewards[1::2]
+
+
+def batching_key(e: EncodedPair, shared: bool, max_len: int) -> int:
+    """What length-grouped batching sorts a pair by: its longer sequence, or in the shared-prefix layout
+    its longer suffix then its prefix (the suffixes are read twice, so they pad the most)."""
+    longest = max(len(e.chosen), len(e.rejected))
+    return (longest - e.shared_len) * (max_len + 1) + e.shared_len if shared else longest
+
+
+def batch_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Token positions a batch's forwards process, padding included."""
+    if "prefix_ids" in batch:
+        return batch["prefix_ids"].numel() + batch["suffix_ids"].numel()
+    return batch["input_ids"].numel()
 
 
 class RankingObjective:
@@ -87,17 +123,18 @@ class RankingObjective:
         self.hits = self.seen = self.tokens = 0
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        n = len(batch["margin"])
-        rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float()
-        r_c, r_r = rewards[:n], rewards[n:]  # 1. one forward of 2B sequences
+        if self.reg:
+            self.reg.clear()
+        r_c, r_r = pair_rewards(model, batch)  # 1. the 2B sequences, the prompts read once where shared
         loss, parts = reward_loss(r_c, r_r, batch, self.cfg)  # 2. ranking, sign, centering
         if self.reg:  # 3. GRM: keep predicting the chosen answers through the LM head
-            lm = self.reg.loss(batch["input_ids"], batch["chosen_answer"])
+            lm = (self.reg.shared_loss(batch["suffix_ids"], batch["chosen_answer"]) if "prefix_ids" in batch
+                  else self.reg.loss(batch["input_ids"], batch["chosen_answer"]))
             loss = loss + self.cfg.lm_coef * lm
             parts["losses/lm"] = lm.item()
         self.hits += int((r_c > r_r).sum())
-        self.seen += n
-        self.tokens += 2 * n * int(batch["width"].max())
+        self.seen += len(r_c)
+        self.tokens += batch_tokens(batch)
         return loss, {"losses/total": loss.item(), **parts}
 
     def charts(self, elapsed: float) -> dict[str, float]:
@@ -116,11 +153,16 @@ def train_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     if cfg.lm_coef > 0 and tokenizer.cls_token_id is not None:
         raise AlignError(f"lm_coef > 0 needs a causal LM reward model; {type(model).__name__} reads a [CLS] token "
                          "(an encoder has no next-token head: set lm_coef: 0)")
+    if cfg.disable_dropout:
+        disable_dropout(model)
     reg = LMRegularizer(model, init_dir) if cfg.lm_coef > 0 else None
     objective = RankingObjective(cfg, reg)
     params = [p for p in model.parameters() if p.requires_grad] + (reg.new_params if reg else [])
-    result = train(model, encoded, partial(collate, pad_id=tokenizer.pad_token_id, margin=cfg.margin), objective, cfg,
-                   lengths=[max(len(e.chosen), len(e.rejected)) for e in encoded], seed=seed, stream="rm",
+    # one process: a prefix forward and a suffix forward per micro-batch (DDP wants one forward per backward)
+    share = cfg.share_prompt and PartialState().num_processes == 1
+    result = train(model, encoded, partial(collate, pad_id=tokenizer.pad_token_id, margin=cfg.margin,
+                                           share_prompt=share), objective, cfg,
+                   lengths=[batching_key(e, share, cfg.max_seq_len) for e in encoded], seed=seed, stream="rm",
                    warmup_steps=lambda total: min(max(MIN_WARMUP_STEPS, int(cfg.warmup_ratio * total)), total // 2),
                    params=params, metrics_path=metrics_path, tracking=tracking, tracking_dir=tracking_dir)
     if reg:

@@ -3,7 +3,7 @@ functions of float tensors shaped ``(batch, tokens)`` with a response mask (1 on
 0 on padding after EOS), and the rollout and value model the PPO stage composes them with.
 
 - ``advantages``: masked mean and whitening, GAE, and the critic-free baselines (RLOO, group norm);
-- ``losses``: the per-token KL penalty (k1, k3), the clipped policy and value losses, entropy;
+- ``losses``: the per-token KL penalty (k1, k3), the clipped policy and value losses;
 - ``lagrangian``: Safe RLHF's multiplier step;
 - ``rollout``: sampled responses as response-aligned tensors, log-probabilities and values;
 - ``critic``: a value model from a reward model (or the policy) with a head read at every token.

@@ -62,15 +62,3 @@ def negate_head(critic: PreTrainedModel) -> None:
     with torch.no_grad():
         for p in value_head(critic).parameters():
             p.neg_()
-
-
-def disable_dropout(model: torch.nn.Module) -> None:
-    """Dropout off (Huang et al. 2024): PPO's ratio must compare the same function before and after."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-    config = getattr(model, "config", None)
-    for key in ("attention_dropout", "hidden_dropout", "dropout", "hidden_dropout_prob", "attention_probs_dropout_prob",
-                "resid_pdrop", "embd_pdrop", "attn_pdrop"):
-        if config is not None and isinstance(getattr(config, key, None), float):
-            setattr(config, key, 0.0)

@@ -125,6 +125,14 @@ def _check_finite(name: str, x: torch.Tensor, iteration: int, checkpoints: Check
         raise _stop(f"{name} holds NaN or infinite values", iteration, checkpoints)
 
 
+def padded(rows: Sequence[Sequence[float]], mask: torch.Tensor) -> torch.Tensor:
+    """``(B, T)`` float tensor of the per-token ``rows``, right-padded with zeros to ``mask``'s width."""
+    out = torch.zeros_like(mask)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = torch.tensor(row, dtype=out.dtype)
+    return out * mask
+
+
 def _learner(model: torch.nn.Module, lr: float, cfg: PPOConfig, accelerator: Accelerator, steps: int) -> Learner:
     tcfg = TrainingConfig(lr=lr, weight_decay=cfg.weight_decay, min_lr_ratio=1.0, grad_clip=cfg.grad_clip,
                           warmup_ratio=0.0)  # a constant rate (the paper's PPO has no schedule)
@@ -232,7 +240,8 @@ def train_ppo(models: PPOModels, tokenizer: Any, rms: Any, combine: CombineConfi
 
         # 3. log-probabilities and values of the rollout
         with torch.no_grad():
-            old_logprobs, _ = token_logprobs(policy, rollout, cfg.temperature)
+            # the sampler's own log-probabilities of its draws (logits / temperature): no second forward
+            old_logprobs = padded([s.sampling_logprobs for s in samples], rollout.mask)
             ref_logprobs = models.reference_logprobs(rollout, cfg.temperature)
             old_values = values(nets["critic"], rollout) if "critic" in nets else None
             old_costs = values(nets["cost_critic"], rollout) if lagrangian else None
@@ -343,7 +352,8 @@ def _micro_batches(rollout: Rollout, tensors: dict[str, torch.Tensor], idx: torc
 def _policy_objective(cfg: PPOConfig):
     def loss_fn(model: torch.nn.Module, batch: tuple[Rollout, dict[str, torch.Tensor]]):
         rollout, t = batch
-        logprobs, entropy = token_logprobs(model, rollout, cfg.temperature, with_entropy=True)
+        logprobs, entropy = token_logprobs(model, rollout, cfg.temperature, with_entropy=True,
+                                           entropy_grad=bool(cfg.entropy_coef))
         loss, stats = policy_loss(logprobs, t["old_logprobs"], t["advantages"], rollout.mask, cfg.clip)
         mean_entropy = masked_mean(entropy, rollout.mask)
         if cfg.entropy_coef:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import torch
 
-from align.rl.losses import entropy_from_logits
 
 
 @dataclass
@@ -93,12 +92,37 @@ def sequence_reward(score: torch.Tensor, kl: torch.Tensor, rollout: Rollout, bet
     return rewards
 
 
+def _supports_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether the causal LM under any wrapper (accelerate, DDP, torch.compile, peft) takes ``logits_to_keep``."""
+    import inspect
+
+    inner = model
+    for attr in ("module", "_orig_mod"):
+        inner = getattr(inner, attr, inner)
+    if hasattr(inner, "get_base_model"):  # peft
+        inner = inner.get_base_model()
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
 def token_logprobs(model: torch.nn.Module, rollout: Rollout, temperature: float, *,
-                   with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   with_entropy: bool = False, entropy_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(B, T)`` log-probabilities of the response tokens under ``model`` with its logits divided by the
-    sampling temperature (the distribution the tokens were drawn from), and optionally the entropy."""
-    logits = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask).logits
-    logits = at_responses(logits, rollout).float() / temperature
-    logprobs = torch.log_softmax(logits, -1).gather(-1, rollout.response_ids.unsqueeze(-1)).squeeze(-1)
-    entropy = entropy_from_logits(logits) if with_entropy else None
+    sampling temperature (the distribution the tokens were drawn from), and optionally the entropy
+    (without a gradient unless ``entropy_grad``: logged, not trained).
+
+    Logits are computed from the first position that predicts a response token on (``logits_to_keep``):
+    no vocabulary-sized outputs for the prompts where the model supports it."""
+    skip = int(rollout.positions[:, 0].min())  # outputs before this column predict prompt tokens only
+    keep = rollout.input_ids.shape[1] - skip
+    kwargs = {"logits_to_keep": keep} if _supports_logits_to_keep(model) else {}
+    logits = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask, **kwargs).logits
+    shift = rollout.input_ids.shape[1] - logits.shape[1]  # 0 when every position's logits came back
+    index = (rollout.positions - shift).clamp(min=0)  # padding entries (position 0) are masked below
+    logits = logits.gather(1, index.unsqueeze(-1).expand(-1, -1, logits.shape[-1])).float() / temperature
+    logp = torch.log_softmax(logits, -1)
+    logprobs = logp.gather(-1, rollout.response_ids.unsqueeze(-1)).squeeze(-1)
+    entropy = None
+    if with_entropy:
+        source = logp if entropy_grad else logp.detach()
+        entropy = -(source.exp() * source).sum(-1)
     return logprobs * rollout.mask, entropy

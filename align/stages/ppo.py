@@ -31,14 +31,14 @@ from align.evaluation.metrics import policy_metrics
 from align.evaluation.policy import evaluate_policy, greedy_reward, judge_rows, kl_to_reference, win_rate
 from align.evaluation.suites import Suite, sandbox_heldout
 from align.generate import sample_k
-from align.models import load_causal_lm, load_tokenizer, save_model, with_lora
+from align.models import disable_dropout, load_causal_lm, load_tokenizer, save_model, with_lora
 from align.preflight import rl_prompt_problems, source_problems
 from align.records import Prompt, read_jsonl, write_jsonl
 from align.reward.client import RewardModel, RewardModels, score_responses
 from align.reward.model import load_reward_model
 from align.rl.checkpoint import Checkpoints
 from align.rl.config import PPOConfig
-from align.rl.critic import ValueModel, check_same_tokens, disable_dropout, negate_head
+from align.rl.critic import ValueModel, check_same_tokens, negate_head
 from align.rl.ppo import PPOModels, train_ppo
 from align.rl.rollout import Rollout, token_logprobs
 from align.sandbox.build import read_prompts

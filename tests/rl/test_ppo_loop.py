@@ -13,7 +13,8 @@ from align.combine.config import CombineConfig
 from align.records import Prompt
 from align.rl.checkpoint import Checkpoints
 from align.rl.config import PPOConfig
-from align.rl.critic import ValueModel, disable_dropout
+from align.models import disable_dropout
+from align.rl.critic import ValueModel
 from align.rl.ppo import NonFiniteError, PPOModels, train_ppo
 from align.rl.rollout import Rollout, token_logprobs
 

