@@ -50,12 +50,13 @@ def _peer(worktree: Path, run_dir: Path) -> float:
 
 
 def _rounds(run_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
+    """Each round's seconds, and the gold figures of the campaign's last measured round (not ``align eval``'s)."""
     seconds, gold = {}, {}
     for manifest in sorted((run_dir / "rounds").glob("*/manifest.json")):
         m = json.loads(manifest.read_text())
         seconds[m["id"]] = round(m["duration_s"], 1)
         g = m.get("metrics", {}).get("gold")
-        if g:
+        if g and m["id"][:1].isdigit():
             gold = {"round": m["id"], **{k: g.get(k) for k in ("violation_rate", "false_refusal_rate",
                                                                 "helpful_accuracy")}}
     return seconds, gold

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 MIN_WARMUP_STEPS = 5  # Llama 2: "warm-up of 3% of the total number of steps, with a minimum of 5"
+SHARED_PAYS = 0.85  # the shared-prefix layout is used when it reads at most this share of the plain layout's tokens
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,12 @@ def collate(batch: Sequence[EncodedPair], *, pad_id: int, margin: str, share_pro
             ) -> dict[str, torch.Tensor]:
     """A micro-batch: the ``(B,)`` margins, the ``(B, 2)`` safety labels, and the sequences: with
     ``share_prompt`` (causal LMs) each pair's common prefix once and its two suffixes
-    (``collate_shared_prefix``), else the ``(2B, T)`` sequences (chosen, then rejected) with the
-    ``(B, T)`` mask of the chosen answers' tokens."""
+    (``collate_shared_prefix``) where that reads at most ``SHARED_PAYS`` of the tokens, else the
+    ``(2B, T)`` sequences (chosen, then rejected) with the ``(B, T)`` mask of the chosen answers' tokens."""
     inputs = collate_shared_prefix(batch, pad_id) if share_prompt else None
+    plain_tokens = 2 * len(batch) * max(max(len(e.chosen), len(e.rejected)) for e in batch)
+    if inputs is not None and batch_tokens(inputs) > SHARED_PAYS * plain_tokens:
+        inputs = None  # padding eats the saving (prompts no longer than answers): one forward instead of two
     if inputs is None:
         inputs = collate_pairs(batch, pad_id)
         inputs["chosen_answer"] = chosen_answer_mask(batch, inputs["input_ids"].shape[1])
@@ -97,13 +101,6 @@ def pair_rewards(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tupl
     rewards = model(input_ids=batch["suffix_ids"], attention_mask=batch["suffix_mask"],
                     position_ids=batch["suffix_positions"], cache=cache, use_cache=True).logits[:, 0].float()
     return rewards[0::2], rewards[1::2]
-
-
-def batching_key(e: EncodedPair, shared: bool, max_len: int) -> int:
-    """What length-grouped batching sorts a pair by: its longer sequence, or in the shared-prefix layout
-    its longer suffix then its prefix (the suffixes are read twice, so they pad the most)."""
-    longest = max(len(e.chosen), len(e.rejected))
-    return (longest - e.shared_len) * (max_len + 1) + e.shared_len if shared else longest
 
 
 def batch_tokens(batch: dict[str, torch.Tensor]) -> int:
@@ -162,7 +159,10 @@ def train_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     share = cfg.share_prompt and PartialState().num_processes == 1
     result = train(model, encoded, partial(collate, pad_id=tokenizer.pad_token_id, margin=cfg.margin,
                                            share_prompt=share), objective, cfg,
-                   lengths=[batching_key(e, share, cfg.max_seq_len) for e in encoded], seed=seed, stream="rm",
+                   # batches of similar longest sequence in either layout: grouping by answer length instead
+                   # (less padding when prefixes are shared) clusters pairs of one kind in a batch, and moved the
+                   # sandbox's safety RM enough to let 15% of hidden harmful answers through the gate (docs/reward.md)
+                   lengths=[max(len(e.chosen), len(e.rejected)) for e in encoded], seed=seed, stream="rm",
                    warmup_steps=lambda total: min(max(MIN_WARMUP_STEPS, int(cfg.warmup_ratio * total)), total // 2),
                    params=params, metrics_path=metrics_path, tracking=tracking, tracking_dir=tracking_dir)
     if reg:

@@ -34,7 +34,10 @@ def _grads(model):
 
 
 @pytest.mark.parametrize("max_len", [128, 24])  # 24: some sequences are cut, some pairs share nothing
-def test_shared_layout_gives_the_same_rewards_lm_loss_and_gradients(completed_smoke_run, max_len):
+def test_shared_layout_gives_the_same_rewards_lm_loss_and_gradients(completed_smoke_run, max_len, monkeypatch):
+    import align.reward.train as train_module
+
+    monkeypatch.setattr(train_module, "SHARED_PAYS", 10.0)  # the shared layout wherever a pair shares a prefix
     run_dir, _ = completed_smoke_run
     sft = run_dir / "rounds" / "01-sft" / "model"
     base, tok = load_reward_model(sft, ModelConfig())
@@ -62,7 +65,7 @@ def test_shared_layout_gives_the_same_rewards_lm_loss_and_gradients(completed_sm
             torch.testing.assert_close(s, a, atol=2e-5, rtol=1e-4)
     (e,) = [e for e in encoded if e.shared_len][:1]  # a pair alone: P + 2S positions instead of 2(P + S)
     longest = max(len(e.chosen), len(e.rejected))
-    assert batch_tokens(collate([e], pad_id=tok.pad_token_id, margin="none", share_prompt=True)) == \
+    assert batch_tokens(collate_shared_prefix([e], tok.pad_token_id)) == \
         e.shared_len + 2 * (longest - e.shared_len) < 2 * longest
 
 
@@ -94,3 +97,16 @@ def _prompt(text):
     from align.records import Prompt
 
     return Prompt(id="p0", text=text, family="benign", category="howto", is_safety=False)
+
+
+def test_the_shared_layout_is_taken_only_where_it_reads_fewer_tokens():
+    from align.reward.data import EncodedPair
+    from align.reward.train import SHARED_PAYS
+
+    long_prompt = EncodedPair(list(range(1, 41)) + [50, 2], list(range(1, 41)) + [60, 61, 2], "better", None, None,
+                              2, 40)
+    short_prompt = EncodedPair([1, 3, 50, 51, 52, 53, 2], [1, 3, 60, 61, 62, 63, 64, 2], "better", None, None, 5, 2)
+    shared = collate([long_prompt], pad_id=0, margin="none", share_prompt=True)
+    assert "prefix_ids" in shared and batch_tokens(shared) == 40 + 2 * 3 <= SHARED_PAYS * 2 * 43
+    plain = collate([short_prompt], pad_id=0, margin="none", share_prompt=True)  # 2 + 2 * 6 > 0.85 * 2 * 8
+    assert "prefix_ids" not in plain and batch_tokens(plain) == 2 * 8
