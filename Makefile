@@ -26,8 +26,8 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/pytest -q tests
 
-# Peer benchmarks (long: about an hour on 2 cores). Needs ../shared/data beside the checkout.
-# BENCH_ARGS="--limit 200" for a quick run.
+# Peer benchmarks (long: about 1.5 hours on 2 cores). Needs ../shared/data beside the checkout.
+# BENCH_ARGS="--quick" for a smoke run, BENCH_ARGS="--only rm-train rl-step" for some.
 bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[dev,bench]"
 	$(PY) -m bench $(BENCH_ARGS)

@@ -68,12 +68,14 @@ def _case(name: str, model_dir: Path, train, test, *, lr: float, batch_size: int
     warmup = min(max(MIN_WARMUP_STEPS, int(cfg.warmup_ratio * steps)), steps // 2)
 
     def ours():
+        torch.manual_seed(0)  # the new score head: the same initialisation on both sides, every repeat
         model, tok = load_reward_model(model_dir, ModelConfig())
         t0 = time.perf_counter()
         train_reward_model(model, tok, train, cfg, seed=0)
         return time.perf_counter() - t0, _accuracy(model, tok, test, max_len)
 
     def peer():
+        torch.manual_seed(0)
         model, tok = load_reward_model(model_dir, ModelConfig())
         enc = encode_pairs(tok, train, max_len)
         data = Dataset.from_dict({"chosen_ids": [e.chosen for e in enc], "rejected_ids": [e.rejected for e in enc]})

@@ -49,6 +49,7 @@ def _run(world: Path, precision: str, steps: int, batch_size: int, repeats: int)
 
     tok = load_tokenizer(world / "tokenizer")
     pairs = [(d.prompt.text, d.response) for d in read_demonstrations(world)]
+    torch._dynamo.reset()  # a fresh compile cache: the other precision's graphs would count toward its recompile limit
     model = _model(len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
     n = _matmul_params(model)
     warm = FinetuneConfig(max_steps=4, batch_size=batch_size, lr=1e-3, precision=precision, compile=True,
