@@ -84,7 +84,7 @@ def _score_shared(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
     prompts (left-padded) fills a KV cache, each row repeated for its responses, which continue from it
     (right-padded, positions after their prompt's). The score is read at each response's last non-pad
     token, as in the full sequence. Returns the indices left to ``_score_full``: sequences longer than
-    ``max_seq_len`` (cut from the left there) and answers made of pad tokens only."""
+    ``max_seq_len`` (cut from the left there), empty prompts and answers made of pad tokens only."""
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
     prompt_tokens = {p: prompt_ids(tokenizer, p) for p in dict.fromkeys(prompts)}
@@ -92,7 +92,7 @@ def _score_shared(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
     groups: dict[str, list[int]] = {}
     rest = []
     for i, (p, a) in enumerate(zip(prompts, answers)):
-        if len(prompt_tokens[p]) + len(a) <= max_seq_len and any(t != pad_id for t in a):
+        if 0 < len(prompt_tokens[p]) and len(prompt_tokens[p]) + len(a) <= max_seq_len and any(t != pad_id for t in a):
             groups.setdefault(p, []).append(i)
         else:
             rest.append(i)
