@@ -69,16 +69,25 @@ class TrainResult:
 
 
 def make_accelerator(tracking: TrackingConfig | None, tracking_dir: Path | None) -> Accelerator:
-    """An Accelerator, with the configured experiment tracker (tensorboard, mlflow, wandb) if any."""
+    """An Accelerator, with the configured experiment tracker (tensorboard, mlflow, wandb) if any.
+
+    Mixed precision is the training config's own (``precision``, applied by ``Learner``), never
+    accelerate's: its state is one per process, and a library that set it earlier (TRL's trainers set
+    bf16) would otherwise run every later stage of the process under bf16 autocast, unasked."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != "no":
+        AcceleratorState._reset_state()  # the process's distributed set-up (PartialState) is kept
     if tracking is None or tracking.backend == "none":
-        return Accelerator()
+        return Accelerator(mixed_precision="no")
     from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
 
     available = {"tensorboard": is_tensorboard_available, "mlflow": is_mlflow_available,
                  "wandb": is_wandb_available}[tracking.backend]()
     if not available:
         raise AlignError(f"tracking.backend: {tracking.backend!r} is not installed (pip install {tracking.backend})")
-    return Accelerator(log_with=tracking.backend, project_dir=str(tracking_dir) if tracking_dir else None)
+    return Accelerator(mixed_precision="no", log_with=tracking.backend,
+                       project_dir=str(tracking_dir) if tracking_dir else None)
 
 
 def adamw_cosine(params: list[torch.nn.Parameter], *, lr: float, weight_decay: float, warmup_steps: int,

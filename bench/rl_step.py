@@ -79,7 +79,7 @@ def _peer(run_dir: Path, prompts, steps: int) -> float:
                           beta=BETA, num_iterations=1, learning_rate=LR, lr_scheduler_type="constant",
                           reward_weights=[0.5, 0.5], max_steps=steps * PROMPTS * GROUP // MINIBATCH,
                           use_cpu=True, report_to=[], logging_steps=10**9, save_strategy="no", disable_tqdm=True,
-                          seed=0, dataloader_num_workers=0)
+                          seed=0, dataloader_num_workers=0, bf16=False)  # fp32, as ours (TRL: bf16 by default)
         trainer = GRPOTrainer(model=policy, reward_funcs=[m for m, _ in rms], args=args, train_dataset=data,
                               processing_class=tok, reward_processing_classes=[t for _, t in rms])
         t0 = time.perf_counter()

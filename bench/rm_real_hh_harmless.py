@@ -107,7 +107,8 @@ def run(*, data: Path = DATA, limit: int | None = None, max_len: int = 256, prom
         args = RewardConfig(output_dir=out, per_device_train_batch_size=batch_size, num_train_epochs=epochs,
                             learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=5, weight_decay=0.0,
                             max_length=max_len, eos_token=peer_tok.sep_token, report_to=[], logging_steps=10**9,
-                            save_strategy="no", seed=seed, use_cpu=True, dataloader_num_workers=0)
+                            save_strategy="no", seed=seed, use_cpu=True, dataloader_num_workers=0,
+                            bf16=False)  # fp32, as ours (TRL: bf16 by default)
         trainer = RewardTrainer(model=peer, args=args, train_dataset=dataset, processing_class=peer_tok)
         peer_train_pairs = len(trainer.train_dataset)
         t0 = time.perf_counter()

@@ -86,7 +86,7 @@ def _case(name: str, model_dir: Path, train, test, *, lr: float, batch_size: int
                                 weight_decay=0.0, adam_beta1=ADAM_BETAS[0], adam_beta2=ADAM_BETAS[1],
                                 max_grad_norm=cfg.grad_clip, max_length=max_len, report_to=[],
                                 logging_steps=10**9, save_strategy="no", seed=0, use_cpu=True,
-                                dataloader_num_workers=0, disable_tqdm=True)
+                                dataloader_num_workers=0, disable_tqdm=True, bf16=False)  # fp32, as ours
             trainer = RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
             t0 = time.perf_counter()
             trainer.train()

@@ -152,3 +152,19 @@ def test_adamw_takes_the_fused_kernel_and_compile_wraps_the_model():
     learner = Learner.prepare(model, cfg, total_steps=2, warmup_steps=0, accelerator=Accelerator(cpu=True))
     assert learner.optimizer.param_groups[0]["fused"] is True
     assert type(learner.model).__name__ == "OptimizedModule" and learner.model._orig_mod is model
+
+
+def test_a_mixed_precision_set_earlier_in_the_process_is_not_inherited():
+    """accelerate's state is one per process: a library that set bf16 before (TRL's trainers do) must not
+    put the campaign's training under autocast; precision is the training config's."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # as in a new process, where a library then sets bf16 first
+    Accelerator(cpu=True, mixed_precision="bf16")
+    try:
+        accelerator = make_accelerator(None, None)
+        assert accelerator.mixed_precision == "no" and not accelerator.native_amp
+        model = accelerator.prepare(torch.nn.Linear(3, 1))
+        assert model(torch.randn(2, 3)).dtype == torch.float32 and "convert_outputs" not in repr(model.forward)
+    finally:
+        AcceleratorState._reset_state()
