@@ -57,10 +57,11 @@ class TrainingConfig(Strict):
     max_seq_len: int = Field(128, ge=8, description="tokens per sequence; longer ones are cut")
     log_every: int = Field(20, ge=1, description="write step metrics every this many optimiser steps")
     precision: Literal["float32", "bfloat16"] = Field("float32", description=(
-        "bfloat16: forward and loss under bf16 autocast, fp32 weights and optimiser (1.6x at hidden 256 on a CPU "
-        "with AMX; slower on the sandbox's hidden-128 model, whose steps are not matmul-bound)"))
+        "bfloat16: forward and loss under bf16 autocast, fp32 weights and optimiser (1.4x SFT tokens/s at hidden "
+        "256 on a CPU with AMX, compiled, the same loss; slower on the sandbox's hidden-128 model, whose steps are "
+        "not matmul-bound)"))
     compile: bool = Field(False, description=(
-        "torch.compile the model (fused kernels: +25-60% at hidden 256 on a CPU; the first steps pay about a "
+        "torch.compile the model (fused kernels: about +30% at hidden 256 on a CPU; the first steps pay about a "
         "minute of compilation, so it pays on long runs only)"))
 
 
