@@ -54,3 +54,8 @@ def pad(rows: Sequence[Sequence[int]], pad_id: int, *, left: bool) -> tuple[torc
         span = slice(width - len(r), width) if left else slice(0, len(r))
         ids[i, span], mask[i, span] = torch.tensor(list(r), dtype=torch.long), 1
     return ids, mask
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a padded batch: counted from each row's first real token (0 on left padding)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from align.chat import answer_ids, pad, prompt_ids
+from align.chat import answer_ids, pad, positions, prompt_ids
 from align.errors import AlignError
 from align.progress import batches
 from align.records import distinct
@@ -99,10 +99,6 @@ def _generation_config(tokenizer: PreTrainedTokenizerBase, *, temperature: float
         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id, **extra)
 
 
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-
 @torch.no_grad()
 def sample_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], *, k: int,
              temperature: float, top_p: float, max_new_tokens: int, batch_size: int, seed: int,
@@ -140,7 +136,7 @@ def sample_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
         input_ids, mask = input_ids.to(device), mask.to(device)
         cache = growing_cache(model)
         if input_ids.shape[1] > 1:  # the prompt's forward pass, once: all but the last token
-            model(input_ids=input_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=_positions(mask[:, :-1]),
+            model(input_ids=input_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions(mask[:, :-1]),
                   cache=cache, use_cache=True)
             cache.batch_repeat_interleave(k)
         tokens, logprobs, tempered = decode(model, input_ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0),
@@ -220,7 +216,7 @@ def decode(model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, 
     logprobs = torch.zeros(n, max_new_tokens, device=input_ids.device)
     tempered = torch.zeros(n, max_new_tokens, device=input_ids.device) if temperature > 0 and top_p == 1 else None
     current, attention = input_ids[:, -1:], mask
-    position = _positions(mask)[:, -1:]
+    position = positions(mask)[:, -1:]
     for t in range(max_new_tokens):
         logits = model(input_ids=current, attention_mask=attention, position_ids=position, cache=cache,
                        use_cache=True).logits[:, -1].float()
@@ -263,7 +259,7 @@ def sequence_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
             continue
         input_ids, mask = pad([rows[i][0] + rows[i][1] for i in idx], tokenizer.pad_token_id, left=True)
         logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                       position_ids=_positions(mask).to(device)).logits.float()
+                       position_ids=positions(mask).to(device)).logits.float()
         lp = logits[:, :-1].log_softmax(-1).gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
         for row, i in enumerate(idx):
             n = len(rows[i][1])

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from align.chat import answer_ids, pad, prompt_ids
+from align.chat import answer_ids, pad, positions, prompt_ids
 from align.errors import AlignError
 from align.records import PreferencePair
 
@@ -141,6 +141,12 @@ def collate_pairs(batch: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.
     return {"input_ids": ids, "attention_mask": mask}
 
 
+def shared_layout_tokens(batch: Sequence[EncodedPair]) -> int:
+    """Token positions ``collate_shared_prefix`` would lay out: the B prefixes and the 2B suffixes, padded."""
+    return len(batch) * (max(e.shared_len for e in batch)
+                         + 2 * max(max(len(e.chosen), len(e.rejected)) - e.shared_len for e in batch))
+
+
 def collate_shared_prefix(batch: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Tensor] | None:
     """The batch as one shared prefix per pair and two suffixes, for a causal LM: the prefix forward fills
     a KV cache that the pair's chosen and rejected suffixes both continue from, so the prompt is read once.
@@ -163,7 +169,7 @@ def collate_shared_prefix(batch: Sequence[EncodedPair], pad_id: int) -> dict[str
     for i, (e, n) in enumerate(zip(batch, shared)):
         answer[i, len(e.chosen) - n - e.chosen_answer_len: len(e.chosen) - n] = True
     return {"prefix_ids": prefix_ids, "prefix_mask": prefix_mask,
-            "prefix_positions": (prefix_mask.cumsum(1) - 1).clamp(min=0),
+            "prefix_positions": positions(prefix_mask),
             "suffix_ids": suffix_ids, "suffix_mask": torch.cat([prefix_mask.repeat_interleave(2, 0), suffix_mask], 1),
             "suffix_positions": torch.tensor(shared).repeat_interleave(2)[:, None] + torch.arange(width),
             "chosen_answer": answer}

@@ -22,7 +22,8 @@ from align.errors import AlignError
 from align.models import disable_dropout
 from align.records import PreferencePair
 from align.reward.config import RewardModelConfig
-from align.reward.data import EncodedPair, chosen_answer_mask, collate_pairs, collate_shared_prefix, encode_pairs
+from align.reward.data import (EncodedPair, chosen_answer_mask, collate_pairs, collate_shared_prefix, encode_pairs,
+                               shared_layout_tokens)
 from align.reward.lm_reg import LMRegularizer
 from align.reward.loss import centering_loss, margins_for, ranking_loss, safety_sign_loss
 from align.reward.metrics import preference_metrics, unsafe_detection_metrics
@@ -75,10 +76,10 @@ def collate(batch: Sequence[EncodedPair], *, pad_id: int, margin: str, share_pro
     ``share_prompt`` (causal LMs) each pair's common prefix once and its two suffixes
     (``collate_shared_prefix``) where that reads at most ``SHARED_PAYS`` of the tokens, else the
     ``(2B, T)`` sequences (chosen, then rejected) with the ``(B, T)`` mask of the chosen answers' tokens."""
-    inputs = collate_shared_prefix(batch, pad_id) if share_prompt else None
     plain_tokens = 2 * len(batch) * max(max(len(e.chosen), len(e.rejected)) for e in batch)
-    if inputs is not None and batch_tokens(inputs) > SHARED_PAYS * plain_tokens:
-        inputs = None  # padding eats the saving (prompts no longer than answers): one forward instead of two
+    # the shared layout only where it pays: padding eats the saving when prompts are no longer than answers
+    pays = share_prompt and shared_layout_tokens(batch) <= SHARED_PAYS * plain_tokens
+    inputs = collate_shared_prefix(batch, pad_id) if pays else None
     if inputs is None:
         inputs = collate_pairs(batch, pad_id)
         inputs["chosen_answer"] = chosen_answer_mask(batch, inputs["input_ids"].shape[1])

@@ -1,11 +1,10 @@
-"""A pair's common prefix read once (``reward.<axis>.share_prompt``) and a prompt shared by several
-responses scored once: the same rewards, losses and gradients as one full sequence each."""
+"""A pair's common prefix read once (``reward.<axis>.share_prompt``): the same rewards, losses and
+gradients as one full sequence each."""
 
 from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,7 +13,7 @@ from align.models import load_tokenizer
 from align.records import PreferencePair, read_records
 from align.reward.data import collate_shared_prefix, encode_pairs, shared_prefix_len
 from align.reward.lm_reg import LMRegularizer
-from align.reward.model import _score_full, load_reward_model, score
+from align.reward.model import load_reward_model
 from align.reward.train import batch_tokens, collate, pair_rewards
 
 
@@ -69,19 +68,6 @@ def test_shared_layout_gives_the_same_rewards_lm_loss_and_gradients(completed_sm
         e.shared_len + 2 * (longest - e.shared_len) < 2 * longest
 
 
-def test_scoring_reads_a_shared_prompt_once_with_the_same_rewards(completed_smoke_run):
-    run_dir, _ = completed_smoke_run
-    (rm,) = sorted((run_dir / "rounds").glob("*-rm-helpfulness"))[:1]
-    model, tok = load_reward_model(rm / "rm", ModelConfig())
-    pairs = _pairs(run_dir, 6)
-    prompts = [p.prompt.text for p in pairs for _ in range(3)]
-    responses = [r for p in pairs for r in (p.chosen, p.rejected, p.chosen + " and more")]
-    for max_len in (128, 20):  # 20: long ones are scored whole, cut from the left
-        shared = score(model, tok, prompts, responses, max_seq_len=max_len, batch_size=5)
-        full = _score_full(model, tok, prompts, responses, max_len, 5)
-        np.testing.assert_allclose(shared, full, atol=1e-5, rtol=1e-5)
-
-
 def test_an_encoder_shares_nothing():
     from align.reward.data import EncodedPair
 
@@ -110,3 +96,11 @@ def test_the_shared_layout_is_taken_only_where_it_reads_fewer_tokens():
     assert "prefix_ids" in shared and batch_tokens(shared) == 40 + 2 * 3 <= SHARED_PAYS * 2 * 43
     plain = collate([short_prompt], pad_id=0, margin="none", share_prompt=True)  # 2 + 2 * 6 > 0.85 * 2 * 8
     assert "prefix_ids" not in plain and batch_tokens(plain) == 2 * 8
+
+
+def test_the_layout_is_counted_before_it_is_built():
+    from align.reward.data import EncodedPair, shared_layout_tokens
+
+    pairs = [EncodedPair([1, 2, 3, 7, 2], [1, 2, 3, 8, 9, 2], "better", None, None, 2, 3),
+             EncodedPair([1, 4, 7, 2], [1, 4, 2], "better", None, None, 2, 2)]
+    assert shared_layout_tokens(pairs) == batch_tokens(collate_shared_prefix(pairs, 0)) == 2 * (3 + 2 * 3)
