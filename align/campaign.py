@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from align import distributed
 from align.config import CampaignConfig, config_to_yaml, load_config
 from align.config_reads import ConfigReads, current_slice
 from align.errors import AlignError, Interrupted
 from align.preflight import first, preflight
 from align.progress import quiet
 from align.stages import PlanError, RoundPlan, StageContext, get_stage, plan_rounds, policy_kinds
-from align.store import (CampaignStore, Parents, Round, RoundRecord, code_version, digest, file_stat,
+from align.store import (CampaignStore, Parents, Round, RoundRecord, code_version, crash_point, digest, file_stat,
                          library_versions, sha256_file, write_atomic)
 
 Log = Callable[[str], None]
@@ -96,14 +99,28 @@ def _parents(plan: RoundPlan, done: dict[str, RoundRecord]) -> Parents:
 
 def _build(plan: RoundPlan, cfg: CampaignConfig, store: CampaignStore, done: dict[str, RoundRecord],
            inputs: dict[str, str], log: Log) -> RoundRecord:
-    """Run the round's stage in a temporary folder and commit it with its manifest."""
+    """Run the round's stage in a temporary folder and commit it with its manifest.
+
+    Under a multi-process launch every process runs the stage; the main process commits, the others
+    build in a scratch folder that is thrown away and, once every process has finished the stage and the
+    main process has committed, read the committed round."""
     started = time.time()
-    with store.build(plan.id) as tmp:
+    main = distributed.is_main()
+    folder = store.build(plan.id) if main else _scratch(plan.id)
+    with folder as tmp:
         view = ConfigReads(cfg)
         ctx = StageContext(cfg=view, spec=plan.spec, parents=_parents(plan, done),  # type: ignore[arg-type]
                            out=Round(plan.id, plan.kind, plan.name, tmp), seed=plan.seed, run_dir=store.run_dir,
                            log=log, inputs=inputs)
         metrics = get_stage(plan.kind).run(ctx)
+        crash_point("stage-ran", plan.id)
+        distributed.barrier()  # every process finished the stage: only then is the round committed
+        if not main:
+            distributed.barrier()  # the main process has committed the round
+            record = store.read(plan.id)
+            if record is None:
+                raise AlignError(f"round {plan.id}: the main process did not commit it")
+            return record
         config = {"seed": plan.seed, **view.reads()}
         ended = time.time()
         manifest = {"id": plan.id, "kind": plan.kind, "name": plan.name, "parents": [p.id for p in plan.parents],
@@ -113,7 +130,15 @@ def _build(plan: RoundPlan, cfg: CampaignConfig, store: CampaignStore, done: dic
                     "started": started, "ended": ended, "duration_s": round(ended - started, 3), "metrics": metrics}
         record = store.commit(plan.id, tmp, manifest)
         shutil.rmtree(ctx.checkpoint_dir, ignore_errors=True)  # the round is complete: nothing to resume
-        return record
+    distributed.barrier()
+    return record
+
+
+@contextmanager
+def _scratch(round_id: str) -> Iterator[Path]:
+    """A folder outside the run directory for a process other than the main one to build in, removed after."""
+    with tempfile.TemporaryDirectory(prefix=f"align-{round_id}-rank{distributed.world()[0]}-") as tmp:
+        yield Path(tmp)
 
 
 def run_campaign(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None, log: Log = _stderr,
@@ -124,10 +149,13 @@ def run_campaign(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None
     Before anything is written: every manifest reads, and the pre-flight checks of the rounds to build
     pass (``align.preflight``). A reused round passes the store's fast integrity check first; a round is
     built only on parents that verify. Ctrl-C stops with ``Interrupted`` naming the round."""
+    from align import vllm_backend
+
     store = CampaignStore(run_dir)
     plans = _select(plan_rounds(cfg), until)
     reusable = _reusable(cfg, store, plans)
     first(preflight(cfg, [p for p in plans if p.id not in reusable], run_dir))
+    vllm_backend.activate(getattr(cfg, "generation", None))  # the sampling engine (generation.backend)
     results: list[RoundResult] = []
     done: dict[str, RoundRecord] = {}
     config_written = False
@@ -136,11 +164,11 @@ def run_campaign(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None
         """The run's campaign.yaml becomes ``cfg``: once a round is about to be built with it, or the run
         ends well, never when it fails before changing anything (status would mark unbuilt rounds stale)."""
         nonlocal config_written
-        if not config_written and not (keep_config and (run_dir / "campaign.yaml").is_file()):
+        if distributed.is_main() and not config_written and not (keep_config and (run_dir / "campaign.yaml").is_file()):
             write_atomic(run_dir / "campaign.yaml", config_to_yaml(cfg))
         config_written = True
 
-    with store.lock():
+    with store.lock() if distributed.is_main() else nullcontext():  # the main process writes, the others follow
         for plan in plans:  # every round to reuse is intact, before the run says or does anything
             if plan.id in reusable:
                 store.require_intact(plan.id, why="reused")
@@ -188,17 +216,37 @@ def _reusable(cfg: CampaignConfig, store: CampaignStore, plans: list[RoundPlan])
     return reusable
 
 
-def dry_run(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None) -> dict[str, Any]:
-    """What ``align run`` would do, without writing anything: ``{"rounds": [{id, kind, action}], "problems":
-    [...]}``, each round's action ``reuse`` or ``build`` (``rebuild`` when a stale one exists)."""
+def dry_run(cfg: CampaignConfig, run_dir: Path, *, until: str | None = None, sharding: Any = None) -> dict[str, Any]:
+    """What ``align run`` would do, without writing anything or loading a weight: ``{"rounds": [{id, kind,
+    action, memory}], "problems": [...]}``, each round's action ``reuse`` or ``build`` (``rebuild`` when a stale
+    one exists) and, for a round to build, its estimated memory per process under ``sharding``
+    (``align.memory``; None: one process)."""
+    from align.memory import Sharding, stage_estimate
+
     store = CampaignStore(run_dir)
     plans = _select(plan_rounds(cfg), until)
     reusable = _reusable(cfg, store, plans)
     to_build = [p for p in plans if p.id not in reusable]
-    rounds = [{"id": p.id, "kind": p.kind, "parents": [q.id for q in p.parents],
-               "action": "reuse" if p.id in reusable else "rebuild" if store.read(p.id) else "build"} for p in plans]
-    return {"campaign": cfg.campaign, "run_dir": str(run_dir), "rounds": rounds,
-            "problems": preflight(cfg, to_build, run_dir)}
+    problems = preflight(cfg, to_build, run_dir)
+    sharding = sharding or Sharding()
+    architectures: dict[str, Any] = {}
+    rounds = []
+    for p in plans:
+        action = "reuse" if p.id in reusable else "rebuild" if store.read(p.id) else "build"
+        memory = None
+        if action != "reuse":
+            try:
+                estimate = stage_estimate(cfg, p.kind, p.name, sharding, architectures)
+            except AlignError as e:
+                if str(e) not in problems:
+                    problems.append(str(e))
+                estimate = None
+            if estimate is not None:
+                memory = {"bytes": round(estimate[0].total), "line": estimate[0].line(), "assumes": estimate[1]}
+        rounds.append({"id": p.id, "kind": p.kind, "parents": [q.id for q in p.parents], "action": action,
+                       "memory": memory})
+    return {"campaign": cfg.campaign, "run_dir": str(run_dir), "sharding": sharding.describe(), "rounds": rounds,
+            "problems": problems}
 
 
 # ---------------------------------------------------------------------------------- reading ---

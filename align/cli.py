@@ -42,7 +42,13 @@ def _user_errors(fn: Callable) -> Callable:
             raise typer.Exit(Interrupted.exit_code) from None
         except (typer.Exit, typer.Abort, typer.exceptions.TyperException):  # the CLI's own ways out, not bugs
             raise
-        except Exception:  # not bad input: a bug in align or a library, with its traceback
+        except Exception as e:  # not bad input: a bug in align or a library, with its traceback
+            from align.distributed import peer_lost
+
+            lost = peer_lost(e)  # under a multi-process launch: a peer died inside a collective (DDP's all-reduce)
+            if lost is not None:
+                typer.echo(f"error: {one_line(str(lost))}", err=True)
+                raise typer.Exit(lost.exit_code) from None
             traceback.print_exc()
             typer.echo("align: unexpected error (a bug, not your input): please report it with the traceback above",
                        err=True)
@@ -72,7 +78,11 @@ def run(config: ConfigArg,
         run_dir: Annotated[Optional[Path], typer.Option(help="run directory (default: runs/<campaign>)")] = None,
         until: Annotated[Optional[str], typer.Option(help="stop after this stage kind or round id")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="check everything and print the plan (what is "
-                                                                  "reused, what is built); write nothing")] = False,
+                                                                  "reused, what is built, the memory each stage "
+                                                                  "needs per GPU); write nothing")] = False,
+        accelerate_config: Annotated[Optional[Path], typer.Option(
+            "--accelerate-config", help="with --dry-run: the accelerate config the memory estimates assume "
+                                        "(default: accelerate's default config, else one process)")] = None,
         set_: SetOpt = None, quiet: QuietOpt = False) -> None:
     """Run or resume a campaign: check every stage's inputs first, then plan its rounds, reuse completed
     ones (after an integrity check), build the rest in order."""
@@ -84,9 +94,14 @@ def run(config: ConfigArg,
     cfg = load_config(config, set_)
     run_dir = run_dir or Path("runs") / cfg.campaign
     if dry_run:
-        record = plan_run(cfg, run_dir, until=until)
+        from align.memory import sharding_from_accelerate
+
+        record = plan_run(cfg, run_dir, until=until, sharding=sharding_from_accelerate(accelerate_config))
+        typer.echo(f"plan for {run_dir} (memory per process: {record['sharding']})")
         for r in record["rounds"]:
             typer.echo(f"{r['id']:<28} {r['action']:<8} " + (f"<- {', '.join(r['parents'])}" if r["parents"] else ""))
+            if r["memory"]:
+                typer.echo(f"{'':<4}memory {r['memory']['line']} [{r['memory']['assumes']}]")
         for problem in record["problems"]:
             typer.echo(f"problem: {problem}")
         if record["problems"]:
@@ -547,7 +562,17 @@ def main() -> None:
     # no weight-loading bars on every load (our stages keep their own); read when transformers is first
     # imported, which a command that loads no model never does
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    app()
+    if int(os.environ.get("RANK", "0")) > 0:  # under accelerate launch the main process speaks for the run
+        from align.progress import set_quiet
+
+        set_quiet(True)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process); errors stay on stderr
+    try:
+        app()
+    finally:
+        from align import distributed
+
+        distributed.shutdown()  # under accelerate launch: the process group, torn down before exit
 
 
 if __name__ == "__main__":

@@ -8,22 +8,29 @@ prompts (all but their last token) fill a KV cache, the cache is repeated K time
 ``generate`` continues from it (Hugging Face's prefix-cache reuse), so the K samples share the
 prompt's work. It returns token ids and their log-probabilities under the model (temperature 1,
 before top-p): what KL estimates and PPO need.
+
+Batches are drawn in a fixed order, each with its own seed (``distributed.batch_seed``): under a
+multi-process launch each process samples its share of the batches and every process gets all the
+answers back in prompt order, the same answers one process draws.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from align import distributed, vllm_backend
 from align.chat import answer_ids, pad, positions, prompt_ids
 from align.errors import AlignError
-from align.progress import batches
+from align.progress import bar
 from align.records import distinct
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -43,22 +50,27 @@ def sample_completions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
                        temperature: float, top_p: float, max_new_tokens: int, batch_size: int,
                        seed: int) -> list[Completion]:
     """One answer per prompt, in the order of ``prompts``. ``temperature == 0`` is greedy."""
-    device, ids = _start(model, tokenizer, prompts, seed)
+    device, ids = _start(model, tokenizer, prompts)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     gen = _generation_config(tokenizer, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
-    out: list[Completion | None] = [None] * len(ids)
-    for start in batches(len(order), batch_size, desc="sampling"):
-        idx = order[start:start + batch_size]
+    done: list[tuple[int, list[tuple[int, Completion]]]] = []
+    for b, idx in _my_batches(order, batch_size, seed, desc="sampling"):
         input_ids, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id, left=True)
         width = input_ids.shape[1]
         seqs = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), generation_config=gen)
+        batch = []
         for row, i in enumerate(idx):
             new = seqs[row, width:].tolist()
             finished = tokenizer.eos_token_id in new
             if finished:
                 new = new[: new.index(tokenizer.eos_token_id)]
             text = tokenizer.decode(new, skip_special_tokens=True).strip()
-            out[i] = Completion(text=text, finished=finished, num_tokens=len(new))
+            batch.append((i, Completion(text=text, finished=finished, num_tokens=len(new))))
+        done.append((b, batch))
+    out: list[Completion | None] = [None] * len(ids)
+    for batch in _gathered(done, order, batch_size, seed):
+        for i, completion in batch:
+            out[i] = completion
     return out  # type: ignore[return-value]
 
 
@@ -80,12 +92,29 @@ class Sample:
         return math.fsum(self.logprobs)
 
 
-def _start(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-           seed: int) -> tuple[torch.device, list[list[int]]]:
-    """Seed the sampler and put the model in eval mode; the model's device and each prompt's ids."""
-    torch.manual_seed(seed)
+def _start(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+           prompts: Sequence[str]) -> tuple[torch.device, list[list[int]]]:
+    """Put the model in eval mode; the model's device and each prompt's ids."""
     model.eval()
     return next(model.parameters()).device, [prompt_ids(tokenizer, p) for p in prompts]
+
+
+def _my_batches(order: list[int], batch_size: int, seed: int, *, desc: str) -> Iterator[tuple[int, list[int]]]:
+    """This process's share of the batches of ``order`` (``distributed.shard``): ``(b, prompt indices)``, the
+    global torch generator seeded with ``batch_seed(seed, b)`` before each, so a batch draws the same tokens
+    whichever process runs it and however many there are."""
+    n_batches = math.ceil(len(order) / batch_size)
+    mine = distributed.shard(n_batches)
+    for b in bar(mine, desc=desc):
+        torch.manual_seed(distributed.batch_seed(seed, b))
+        yield b, order[b * batch_size:(b + 1) * batch_size]
+
+
+def _gathered(done: list[tuple[int, T]], order: list[int], batch_size: int, seed: int) -> list[T]:
+    """Every process's batches, in batch order; the torch generator left in the same state on every process."""
+    out = distributed.gather_batches(done)
+    torch.manual_seed(distributed.batch_seed(seed, math.ceil(len(order) / batch_size)))
+    return out
 
 
 def _generation_config(tokenizer: PreTrainedTokenizerBase, *, temperature: float, top_p: float, max_new_tokens: int,
@@ -114,7 +143,7 @@ def sample_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
         raise AlignError(f"k must be at least 1, got {k}")
     if not prompts:
         raise AlignError("the prompt set is empty")
-    device, ids = _start(model, tokenizer, prompts, seed)
+    device, ids = _start(model, tokenizer, prompts)
     if max_prompt_tokens is not None:
         long = [i for i, row in enumerate(ids) if len(row) > max_prompt_tokens]
         if long and long_prompts == "error":
@@ -127,11 +156,14 @@ def sample_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
                           f"{max_prompt_tokens} tokens", stacklevel=2)
             for i in long:
                 ids[i] = ids[i][-max_prompt_tokens:]
+    engine = vllm_backend.active()
+    if engine is not None:  # generation.backend: vllm
+        return vllm_backend.sample_k(model, tokenizer, ids, engine, k=k, temperature=temperature, top_p=top_p,
+                                     max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out: list[list[Sample]] = [[] for _ in ids]
     eos = tokenizer.eos_token_id
-    for start in batches(len(order), batch_size, desc=f"sampling {k} per prompt"):
-        idx = order[start:start + batch_size]
+    done: list[tuple[int, list[Sample]]] = []
+    for b, idx in _my_batches(order, batch_size, seed, desc=f"sampling {k} per prompt"):
         input_ids, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id, left=True)
         input_ids, mask = input_ids.to(device), mask.to(device)
         cache = growing_cache(model)
@@ -142,13 +174,18 @@ def sample_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
         tokens, logprobs, tempered = decode(model, input_ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0),
                                             cache, max_new_tokens=max_new_tokens, temperature=temperature,
                                             top_p=top_p, eos=eos)
+        batch = []
         for row, (toks, lps) in enumerate(zip(tokens, logprobs)):
             finished = bool(toks) and toks[-1] == eos
             text_ids = toks[:-1] if finished else toks
-            out[idx[row // k]].append(Sample(prompt_index=idx[row // k],
-                                             text=tokenizer.decode(text_ids, skip_special_tokens=True).strip(),
-                                             token_ids=toks, logprobs=lps, finished=finished,
-                                             sampling_logprobs=tempered[row] if tempered else None))
+            text = tokenizer.decode(text_ids, skip_special_tokens=True).strip()
+            batch.append(Sample(prompt_index=idx[row // k], text=text, token_ids=toks, logprobs=lps, finished=finished,
+                                sampling_logprobs=tempered[row] if tempered else None))
+        done.append((b, batch))
+    out: list[list[Sample]] = [[] for _ in ids]
+    for batch in _gathered(done, order, batch_size, seed):
+        for sample in batch:
+            out[sample.prompt_index].append(sample)
     return out
 
 

@@ -6,12 +6,15 @@ config turns it on; nothing is fetched from a hub (``local_files_only``).
 
 from __future__ import annotations
 
+import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from align import distributed
 from align.config import LoraSettings, ModelConfig
 from align.errors import AlignError
 
@@ -103,7 +106,25 @@ def build_policy(cfg: ModelConfig, *, tokenizer_dir: Path | None, seed: int) -> 
 def save_model(model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizerBase, model_dir: Path, *,
                adapter_dir: Path, merge: bool = True) -> None:
     """Save as safetensors: a LoRA model saves its adapter in ``adapter_dir`` and, with ``merge``, the
-    merged weights in ``model_dir``; a plain model saves to ``model_dir``."""
+    merged weights in ``model_dir``; a plain model saves to ``model_dir``.
+
+    Under a multi-process launch the main process saves (transformers writes on rank 0 only) and every
+    other process gets the same files in its own (scratch) folders, to read back as the main one does."""
+    if not distributed.launched():
+        _save(model, tokenizer, model_dir, adapter_dir=adapter_dir, merge=merge)
+        return
+    if distributed.is_main():
+        _save(model, tokenizer, model_dir, adapter_dir=adapter_dir, merge=merge)
+    distributed.barrier()
+    saved = distributed.from_main((str(model_dir), str(adapter_dir)))
+    if not distributed.is_main():
+        for source, target in zip(saved, (model_dir, adapter_dir)):
+            _mirror(Path(source), target)
+    distributed.barrier()  # every copy made before the main process goes on (and may commit the round)
+
+
+def _save(model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizerBase, model_dir: Path, *,
+          adapter_dir: Path, merge: bool) -> None:
     from peft import PeftModel
 
     if isinstance(model, PeftModel):
@@ -114,6 +135,20 @@ def save_model(model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenize
         model = model.merge_and_unload()
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
+
+
+def _mirror(source: Path, target: Path) -> None:
+    """``target`` made a copy of folder ``source`` (hard links where the filesystem allows)."""
+    if not source.is_dir():
+        return
+    for f in source.rglob("*"):
+        if f.is_file():
+            dest = target / f.relative_to(source)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(f, dest)
+            except OSError:
+                shutil.copy2(f, dest)
 
 
 def disable_dropout(model: torch.nn.Module) -> None:

@@ -122,8 +122,10 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def crash_point(point: str, round_id: str) -> None:
-    """Fault injection for the resume tests: SIGKILL this process at a named point."""
-    if os.environ.get("ALIGN_CRASH_AT") == f"{point}:{round_id}":
+    """Fault injection for the resume tests: SIGKILL this process at a named point (``point:round``; with
+    ``@R`` appended, only the process of rank R of a multi-process launch)."""
+    target, _, rank = os.environ.get("ALIGN_CRASH_AT", "").partition("@")
+    if target == f"{point}:{round_id}" and (not rank or rank == os.environ.get("RANK", "0")):
         os.kill(os.getpid(), 9)
 
 

@@ -11,8 +11,11 @@ of one micro-batch and the running values it wants logged. The loop owns the res
    number and backpropagated, the gradient norm clipped, one optimiser and scheduler step;
 4. step metrics (``losses/*``, ``charts/*``) to ``metrics.jsonl`` and the tracker, a progress bar.
 
-Only the main process writes files or logs to a tracker, so the loop is the one multi-process
-training will use. ``Learner.update`` is the step alone, for stages that make their own batches (PPO).
+Under ``accelerate launch`` (DDP, FSDP, DeepSpeed: the accelerate config's choice) the loop is the same:
+``batch_size`` is the global batch, each process takes its slice of every batch (``ShardedBatches``),
+accelerate averages the gradients, the logged loss is the mean over processes, and only the main
+process writes files or logs to a tracker. ``Learner.update`` is the step alone, for stages that make
+their own batches (PPO).
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DataLoaderConfiguration, send_to_device, set_seed
 from torch.utils.data import DataLoader
 
+from align import distributed
 from align.config import TrackingConfig, TrainingConfig
 from align.errors import AlignError
 from align.progress import bar
+from align.store import crash_point
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -76,17 +81,21 @@ def make_accelerator(tracking: TrackingConfig | None, tracking_dir: Path | None)
     bf16) would otherwise run every later stage of the process under bf16 autocast, unasked."""
     from accelerate.state import AcceleratorState
 
+    distributed.state()  # the process group, on the CPU (gloo) where there is no GPU
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != "no":
         AcceleratorState._reset_state()  # the process's distributed set-up (PartialState) is kept
+    # the loop shards its own batches (``ShardedBatches``): ``split_batches`` tells accelerate that a step is one
+    # global batch, so the prepared scheduler steps once per optimiser step, not once per process
+    loader = DataLoaderConfiguration(split_batches=True)
     if tracking is None or tracking.backend == "none":
-        return Accelerator(mixed_precision="no")
+        return Accelerator(mixed_precision="no", dataloader_config=loader)
     from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
 
     available = {"tensorboard": is_tensorboard_available, "mlflow": is_mlflow_available,
                  "wandb": is_wandb_available}[tracking.backend]()
     if not available:
         raise AlignError(f"tracking.backend: {tracking.backend!r} is not installed (pip install {tracking.backend})")
-    return Accelerator(mixed_precision="no", log_with=tracking.backend,
+    return Accelerator(mixed_precision="no", dataloader_config=loader, log_with=tracking.backend,
                        project_dir=str(tracking_dir) if tracking_dir else None)
 
 
@@ -125,6 +134,11 @@ class Learner:
         """Train ``params`` (default: every parameter that requires a gradient) of ``model``; ``eps`` is
         AdamW's (PPO: 1e-5)."""
         params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+        if cfg.activation_checkpointing:  # the Hugging Face model itself, or the one a wrapper (a critic) holds
+            hf = next((m for m in model.modules() if getattr(m, "supports_gradient_checkpointing", False)), None)
+            if hf is None:
+                raise AlignError(f"activation_checkpointing: {type(model).__name__} does not support it")
+            hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         optimizer, scheduler = adamw_cosine(params, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=warmup_steps,
                                             total_steps=total_steps, min_lr_ratio=cfg.min_lr_ratio, eps=eps)
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -156,11 +170,22 @@ class Learner:
             total += loss.item() / n
             for k, v in parts.items():
                 values[k] = values.get(k, 0.0) + v / n
+        if self.accelerator.num_processes > 1:  # the global batch's values: the means over the processes' slices
+            total, values = _mean_over_processes(total, values)
         grad_norm = self.accelerator.clip_grad_norm_(self.params, self.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total, values, float(grad_norm)
+
+
+def _mean_over_processes(total: float, values: dict[str, float]) -> tuple[float, dict[str, float]]:
+    """The mean of ``total`` and of each logged value over the processes that have it (a process's slice may
+    lack a term, e.g. no safety label)."""
+    everyone = distributed.gather([(total, values)])
+    keys = {k for _, v in everyone for k in v}
+    means = {k: sum(v[k] for _, v in everyone if k in v) / sum(k in v for _, v in everyone) for k in sorted(keys)}
+    return sum(t for t, _ in everyone) / len(everyone), means
 
 
 class LengthGroupedBatches:
@@ -179,6 +204,24 @@ class LengthGroupedBatches:
         span = self.batch_size * self.group
         return sum(math.ceil(min(span, len(self.lengths) - s) / self.batch_size)
                    for s in range(0, len(self.lengths), span))
+
+
+class ShardedBatches:
+    """This process's slice of each batch of ``batches`` (contiguous, so it keeps the batch's similar
+    lengths): the global batch split over the processes, every process seeing every batch in the same
+    order. A slice that would be empty (a last batch smaller than the number of processes) repeats an
+    example of the batch, so every process takes every step."""
+
+    def __init__(self, batches: Any, rank: int, size: int):
+        self.batches, self.rank, self.size = batches, rank, size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            per = math.ceil(len(batch) / self.size)
+            yield batch[self.rank * per:(self.rank + 1) * per] or [batch[self.rank % len(batch)]]
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random,
@@ -247,19 +290,26 @@ def train(model: PreTrainedModel, examples: Sequence[Any], collate: Callable[[li
     total = total_steps(len(examples), cfg)
     per_epoch = math.ceil(len(examples) / (cfg.batch_size * cfg.gradient_accumulation_steps))
     accelerator = make_accelerator(tracking, tracking_dir)
+    rank, size = accelerator.process_index, accelerator.num_processes
+    if cfg.batch_size % size:
+        raise AlignError(f"{stream}: batch_size {cfg.batch_size} is the global batch and must divide evenly among "
+                         f"the {size} processes")
     learner = Learner.prepare(model, cfg, total_steps=total, warmup_steps=warmup_steps(total),
                               accelerator=accelerator, params=params)
     sampler = LengthGroupedBatches(lengths, cfg.batch_size, random.Random(f"{stream}:{seed}"))
-    # a generator of its own: creating the loader's iterator must not draw from the global torch RNG
-    loader = accelerator.prepare(DataLoader(list(examples), batch_sampler=sampler, collate_fn=collate,
-                                            generator=torch.Generator()))
+    # every process draws the same global batches and takes its slice; a generator of its own: creating the
+    # loader's iterator must not draw from the global torch RNG
+    loader = DataLoader(list(examples), batch_sampler=ShardedBatches(sampler, rank, size), collate_fn=collate,
+                        generator=torch.Generator())
     log = StepLog(accelerator, metrics_path, project=tracking.project if tracking else None, config=cfg.model_dump())
     batches = _forever(loader)
     losses: list[float] = []
     steps = bar(range(total), desc=objective.name, unit="step", enabled=accelerator.is_local_main_process)
     for step in steps:
-        micro = [next(batches) for _ in range(cfg.gradient_accumulation_steps)]
+        micro = [send_to_device(next(batches), accelerator.device)
+                 for _ in range(cfg.gradient_accumulation_steps)]
         loss, values, grad_norm = learner.update(micro, objective.loss)
+        crash_point(f"step-{step + 1}", stream)  # fault injection for the resume tests (ALIGN_CRASH_AT)
         losses.append(loss)
         if step % cfg.log_every == 0 or step == total - 1:
             log.write(step + 1, {"epoch": round((step + 1) / per_epoch, 4),

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TYPE_CHECKING
 
 
+from align import distributed
 from align.evaluation.config import EvalConfig
 from align.evaluation.judge import judge_all
 from align.evaluation.metrics import agreement, family_category, suite_metrics
@@ -55,7 +56,8 @@ def generate_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     done: dict[int, list[dict[str, Any]]] = {}
     path = checkpoint_dir / GENERATIONS if checkpoint_dir else None
     fingerprint = _fingerprint(prompts, cfg, seed, model_digest)
-    if path is not None:
+    main = distributed.is_main()  # under a multi-process launch the main process reads and writes the chunks
+    if path is not None and main:
         path.parent.mkdir(parents=True, exist_ok=True)
         stamp = path.with_name("fingerprint")
         if path.is_file() and stamp.is_file() and stamp.read_text() == fingerprint:
@@ -70,6 +72,7 @@ def generate_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         else:
             path.unlink(missing_ok=True)
             stamp.write_text(fingerprint)
+    done = distributed.from_main(done)  # every process skips the same chunks (sampling is collective)
     limit = getattr(model.config, "max_position_embeddings", None)
     max_prompt = limit - cfg.max_new_tokens if limit and limit > cfg.max_new_tokens else None
     rows: list[dict[str, Any]] = []
@@ -82,7 +85,7 @@ def generate_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                               max_prompt_tokens=max_prompt, long_prompts="truncate")
             done[c] = [{"prompt_id": p.id, "sample": j, "response": s.text, "finished": s.finished,
                         "num_tokens": len(s.token_ids)} for p, g in zip(chunk, groups) for j, s in enumerate(g)]
-            if path is not None:
+            if path is not None and main:
                 with open(path, "a", encoding="utf-8") as f:
                     f.write(json.dumps({"chunk": c, "rows": done[c]}) + "\n")
         rows += done[c]

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from align import distributed
 from align.errors import AlignError
 
 STATE = "state.json"
@@ -58,7 +59,11 @@ class Checkpoints:
         self.folder, self.fingerprint, self.keep = folder, fingerprint, keep
 
     def latest(self) -> Checkpoint | None:
-        """The newest complete checkpoint of this fingerprint; checkpoints of another one are removed."""
+        """The newest complete checkpoint of this fingerprint; checkpoints of another one are removed. Under a
+        multi-process launch the main process looks and every process gets its answer."""
+        return distributed.from_main(self._latest() if distributed.is_main() else None)
+
+    def _latest(self) -> Checkpoint | None:
         if not self.folder.is_dir():
             return None
         found = []
@@ -76,9 +81,12 @@ class Checkpoints:
     def save(self, iteration: int, models: dict[str, torch.nn.Module], optimizers: dict[str, tuple[Any, Any]],
              state: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
         """Write a checkpoint that resumes at ``iteration``: ``models`` by name, ``optimizers`` by name as
-        (optimizer, scheduler), the loop's JSON-able ``state`` and other named sets of ``tensors``."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        (optimizer, scheduler), the loop's JSON-able ``state`` and other named sets of ``tensors``. Only the
+        main process writes (the processes hold the same weights)."""
         final = self.folder / f"it-{iteration:06d}"
+        if not distributed.is_main():
+            return final
+        self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".tmp-it-{iteration:06d}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -101,4 +109,5 @@ class Checkpoints:
         return final
 
     def clear(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if distributed.is_main():
+            shutil.rmtree(self.folder, ignore_errors=True)
