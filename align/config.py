@@ -45,9 +45,10 @@ class TrainingConfig(Strict):
 
     epochs: float = Field(1.0, gt=0, description="passes over the training set")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps (overrides epochs)")
-    batch_size: int = Field(32, ge=1, description="examples per micro-batch and process")
+    batch_size: int = Field(32, ge=1, description="examples per micro-batch, all processes together (under "
+                                                  "accelerate launch each takes batch_size / processes of them)")
     gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimiser step: the effective "
-                                                                  "batch is batch_size x this x processes")
+                                                                  "batch is batch_size x this")
     lr: float = Field(1e-5, gt=0, description="peak learning rate")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (Llama 2: 0.1)")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="linear warm-up over this share of the steps")
@@ -60,6 +61,9 @@ class TrainingConfig(Strict):
         "bfloat16: forward and loss under bf16 autocast, fp32 weights and optimiser (1.4x SFT tokens/s at hidden "
         "256 on a CPU with AMX, compiled, the same loss; slower on the sandbox's hidden-128 model, whose steps are "
         "not matmul-bound)"))
+    activation_checkpointing: bool = Field(False, description=(
+        "keep only each decoder layer's input for the backward pass and recompute the rest (about a third more "
+        "compute; what a 7B model at 4096 tokens needs: align run --dry-run shows the memory)"))
     compile: bool = Field(False, description=(
         "torch.compile the model (fused kernels: about +30% at hidden 256 on a CPU; the first steps pay about a "
         "minute of compilation, so it pays on long runs only)"))
@@ -85,6 +89,9 @@ class ModelConfig(Strict):
     intermediate_size: int = Field(384, ge=8, description="tiny Llama: width of the MLP")
     max_position_embeddings: int = Field(128, ge=16, description="tiny Llama: longest sequence it can read")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype when loading")
+    architecture: str | None = Field(None, description=(
+        "a copy of model.path's config.json (no weights): sizes the model for align run --dry-run's memory estimates "
+        "on a machine without the checkpoint"))
     trust_remote_code: bool = Field(False, description="run a checkpoint's own code (off: safer)")
 
     @model_validator(mode="after")

@@ -35,6 +35,8 @@ class PPOConfig(SamplingConfig):
     batch_size: int = Field(64, ge=1, description="prompts per iteration (the paper: 512)")
     group_size: int = Field(1, ge=1, description="answers per prompt (rloo and group_norm: at least 2)")
     minibatch_size: int = Field(32, ge=1, description="sequences per optimiser step (the paper: 64)")
+    activation_checkpointing: bool = Field(False, description="recompute each decoder layer in the backward pass "
+                                                              "(policy and critic): memory for compute")
     micro_batch_size: int | None = Field(None, ge=1, description="sequences per forward pass (gradient "
                                                                  "accumulation); None: the minibatch")
     epochs: int = Field(2, ge=1, description="PPO epochs over each iteration's rollouts")

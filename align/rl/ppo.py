@@ -134,8 +134,9 @@ def padded(rows: Sequence[Sequence[float]], mask: torch.Tensor) -> torch.Tensor:
 
 
 def _learner(model: torch.nn.Module, lr: float, cfg: PPOConfig, accelerator: Accelerator, steps: int) -> Learner:
+    # a constant rate (the paper's PPO has no schedule)
     tcfg = TrainingConfig(lr=lr, weight_decay=cfg.weight_decay, min_lr_ratio=1.0, grad_clip=cfg.grad_clip,
-                          warmup_ratio=0.0)  # a constant rate (the paper's PPO has no schedule)
+                          warmup_ratio=0.0, activation_checkpointing=cfg.activation_checkpointing)
     return Learner.prepare(model, tcfg, total_steps=steps, warmup_steps=0, accelerator=accelerator, eps=cfg.adam_eps)
 
 

@@ -1,8 +1,9 @@
 """The rejection-sampling stage: one round of Llama 2's rejection-sampling fine-tuning (section 3.2.3,
 RLHF-V1 to V4).
 
-Parents: the sandbox world (RL and held-out prompts), the SFT round, the newest helpfulness and
-safety reward models, and the earlier rs rounds (``pool: all_prior``; ``previous_only``: the last).
+Parents: the sandbox world (RL and held-out prompts) or ``rs.prompts`` (a prompt data spec, for a real
+model), the SFT round, the newest helpfulness and safety reward models, and the earlier rs rounds
+(``pool: all_prior``; ``previous_only``: the last).
 Writes: ``samples.jsonl`` (every sample, its scores, ``best_in_round`` and ``kept``), the fine-tuned
 ``model/``, ``metrics.jsonl``, ``eval_samples.jsonl``. Knobs: ``rs:``, ``combine:``, ``eval:``.
 
@@ -12,7 +13,7 @@ Writes: ``samples.jsonl`` (every sample, its scores, ``best_in_round`` and ``kep
    log pi_SFT, regularized best-of-K), and pool it with the best of all prior rounds: per prompt, the
    best under the *current* reward models (the paper's fix after RLHF-V3 regressed);
 4. fine-tune with the answer-only loss from the newest policy (or the SFT checkpoint);
-5. measure: gold metrics on held-out prompts, gold win rate against the parent policy, KL to the SFT
+5. measure: gold metrics on held-out prompts (the sandbox), gold win rate against the parent policy, KL to the SFT
    policy, the rule's value of greedy answers before and after, the best-of-K curve (Figure 7).
 """
 
@@ -23,6 +24,7 @@ import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal, TYPE_CHECKING
 
 import torch
@@ -36,12 +38,14 @@ from align.evaluation.policy import evaluate_policy, greedy_reward, kl_to_refere
 from align.evaluation.suites import sandbox_heldout
 from align.generate import reference_logprobs, sample_k
 from align.models import load_causal_lm, load_tokenizer, save_model
-from align.preflight import rl_prompt_problems
+from align.data import load_prompts, load_spec
+from align.preflight import rl_prompt_problems, source_problems
 from align.records import Prompt, read_jsonl, write_jsonl
 from align.reward.client import RewardModel, RewardModels, score_responses
 from align.sandbox.build import read_prompts
 from align.sft import FinetuneConfig, finetune
-from align.stages import Planned, Stage, StageContext, register
+from align.rl.config import PromptSource
+from align.stages import Planned, PlanError, Stage, StageContext, register
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -82,6 +86,8 @@ class RejectionConfig(SamplingConfig):
                                                                       "from the SFT checkpoint")
     kl_prompts: int = Field(256, ge=1, description="held-out prompts for the KL(policy || SFT) estimate")
     train: RSFinetuneConfig = Field(default_factory=RSFinetuneConfig, description="the fine-tune on the kept samples")
+    prompts: PromptSource | None = Field(None, description="prompts from a data spec (a real model's campaign); "
+                                                           "None: the sandbox world's RL prompts")
 
     @field_validator("temperature")
     @classmethod
@@ -262,21 +268,44 @@ def round_summary(rows: Sequence[dict[str, Any]], curve: dict[str, float], train
 # ---------------------------------------------------------------------------------- stage ---
 def parents(planned: Planned, cfg: CampaignConfig, spec: StageSpec) -> list[str]:
     prior = planned.all("rs") if cfg.rs.pool == "all_prior" else planned.all("rs")[-1:]
-    return [planned.latest("sandbox"), planned.latest("sft"), planned.latest("rm", "helpfulness"),
-            planned.latest("rm", "safety"), *prior]
+    world = planned.find("sandbox")
+    if world is None and cfg.rs.prompts is None:
+        raise PlanError("needs an earlier sandbox stage or rs.prompts (a prompt data spec)")
+    return [r for r in (world,) if r] + [planned.latest("sft"), planned.latest("rm", "helpfulness"),
+                                         planned.latest("rm", "safety"), *prior]
+
+
+def inputs(cfg: CampaignConfig, spec: StageSpec) -> list[Path]:
+    src = cfg.rs.prompts
+    return [Path(src.spec)] + ([Path(src.path)] if src.path else []) if src else []
+
+
+def _prompts(ctx: StageContext) -> tuple[list[Prompt], list[Prompt]]:
+    """The RL prompts to sample from, and those the KL and greedy-reward measures read: the sandbox's RL and
+    held-out prompts, or the data spec's prompts and a seeded sample of them."""
+    rc = ctx.cfg.rs
+    if rc.prompts is not None:
+        prompts, _ = load_prompts(load_spec(rc.prompts.spec), rc.prompts.path)
+        prompts = prompts[: rc.prompts.limit] if rc.prompts.limit else prompts
+        if not prompts:
+            raise AlignError(f"{rc.prompts.path or rc.prompts.spec}: rs.prompts: no prompts")
+        return prompts, random.Random(f"rs-kl:{ctx.seed}").sample(prompts, min(rc.kl_prompts, len(prompts)))
+    world = ctx.parents.sandbox
+    prompts = read_prompts(world.path, "rl")
+    if not prompts:
+        raise AlignError(f"{world.id}: the RL prompt set is empty")
+    return prompts, read_prompts(world.path, "eval")[: rc.kl_prompts]
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg, rcfg, p = ctx.cfg, ctx.cfg.rs, ctx.parents
-    world, sft, prior = p.sandbox, p.sft, p.prior("rs")
+    world, sft, prior = p.find("sandbox"), p.sft, p.prior("rs")
     parent = prior[-1] if prior else sft  # the newest policy
     tokenizer = load_tokenizer(parent.model)
     policy = load_causal_lm(parent.model, cfg.model)
     rms = RewardModels(*(RewardModel.load(p.rm(axis).reward_model, getattr(cfg.reward, axis), cfg.model)
                          for axis in ("helpfulness", "safety")))
-    all_prompts = read_prompts(world.path, "rl")
-    if not all_prompts:
-        raise AlignError(f"{world.id}: the RL prompt set is empty")
+    all_prompts, eval_prompts = _prompts(ctx)
     prompts = all_prompts
     if rcfg.prompts_per_round and rcfg.prompts_per_round < len(all_prompts):
         prompts = random.Random(f"rs-prompts:{ctx.seed}:{ctx.round_id}").sample(all_prompts, rcfg.prompts_per_round)
@@ -323,15 +352,16 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     # 5. measure
     policy = load_causal_lm(ctx.out.model, cfg.model)
-    gold, eval_rows = evaluate_policy(policy, tokenizer, sandbox_heldout(world.path), cfg.eval, seed=ctx.seed)
-    write_jsonl(ctx.out.eval_samples, eval_rows)
-    eval_prompts = read_prompts(world.path, "eval")[: rcfg.kl_prompts]
+    gold, eval_rows = None, []
+    if world is not None:  # the gold judges exist in the sandbox only (a real model: align eval's suites)
+        gold, eval_rows = evaluate_policy(policy, tokenizer, sandbox_heldout(world.path), cfg.eval, seed=ctx.seed)
+        write_jsonl(ctx.out.eval_samples, eval_rows)
     reference = load_causal_lm(sft.model, cfg.model)
     before = load_causal_lm(parent.model, cfg.model)
     kw = {"max_new_tokens": rcfg.max_new_tokens, "batch_size": cfg.eval.batch_size}
-    return {"gold": gold, "rs": summary,
+    return {**({"gold": gold} if gold else {}), "rs": summary,
             "win_rate_vs_parent": win_rate(eval_rows, read_jsonl(parent.eval_samples))
-            if parent.eval_samples.is_file() else None,
+            if eval_rows and parent.eval_samples.is_file() else None,
             "kl_vs_sft": kl_to_reference(policy, reference, tokenizer, [q.text for q in eval_prompts],
                                          seed=ctx.seed, **kw),
             "greedy_reward": {"parent": greedy_reward(before, tokenizer, eval_prompts, rms, cfg.combine, **kw),
@@ -343,8 +373,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 def check(cfg: CampaignConfig, spec: StageSpec) -> list[str]:
-    return rl_prompt_problems(cfg, "rs")
+    """The prompt source (a data spec and file, or the sandbox's RL prompts)."""
+    src = cfg.rs.prompts
+    return source_problems(src.spec, src.path, "rs.prompts", kind="prompts") if src else rl_prompt_problems(cfg, "rs")
 
 
-register(Stage(kind="rs", run=run, parents=parents, check=check, policy=True, uses_rule=True,
+register(Stage(kind="rs", run=run, parents=parents, inputs=inputs, check=check, policy=True, uses_rule=True,
                sections={"rs": RejectionConfig}, doc=__doc__))
