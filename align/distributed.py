@@ -127,6 +127,13 @@ def shard(n_batches: int) -> range:
     return range(rank, n_batches, size)
 
 
+def my_batches(order: Sequence[int], batch_size: int) -> list[tuple[int, list[int]]]:
+    """This process's batches of ``order`` (cut into batches of ``batch_size``): ``(b, items)`` for each
+    batch index ``b`` of ``shard``."""
+    n_batches = -(-len(order) // batch_size)
+    return [(b, list(order[b * batch_size:(b + 1) * batch_size])) for b in shard(n_batches)]
+
+
 def gather_batches(local: Sequence[tuple[int, T]]) -> list[T]:
     """``(batch index, result)`` pairs from every process, as one list in batch order."""
     return [result for _, result in sorted(gather(list(local)), key=lambda pair: pair[0])]

@@ -103,11 +103,9 @@ def _my_batches(order: list[int], batch_size: int, seed: int, *, desc: str) -> I
     """This process's share of the batches of ``order`` (``distributed.shard``): ``(b, prompt indices)``, the
     global torch generator seeded with ``batch_seed(seed, b)`` before each, so a batch draws the same tokens
     whichever process runs it and however many there are."""
-    n_batches = math.ceil(len(order) / batch_size)
-    mine = distributed.shard(n_batches)
-    for b in bar(mine, desc=desc):
+    for b, idx in bar(distributed.my_batches(order, batch_size), desc=desc):
         torch.manual_seed(distributed.batch_seed(seed, b))
-        yield b, order[b * batch_size:(b + 1) * batch_size]
+        yield b, idx
 
 
 def _gathered(done: list[tuple[int, T]], order: list[int], batch_size: int, seed: int) -> list[T]:

@@ -294,7 +294,7 @@ def stage_estimate(cfg: Any, kind: str, name: str | None, sharding: Sharding,
         length = (getattr(c, "max_prompt_tokens", None) or prompt) + c.max_new_tokens
         if kind == "rs":
             t = c.train
-            train(est, policy, name="policy", dtype=dtype, trainable=_trainable(policy, cfg.sft.lora),
+            train(est, policy, name="policy", dtype=dtype, trainable=policy.params,  # RS tunes every weight
                   sequences=t.batch_size, seq_len=t.max_seq_len, sharding=sharding,
                   checkpointing=t.activation_checkpointing)
             for axis in ("helpfulness", "safety"):

@@ -113,20 +113,72 @@ def save_model(model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenize
     if not distributed.launched():
         _save(model, tokenizer, model_dir, adapter_dir=adapter_dir, merge=merge)
         return
+    full = full_state(model)  # a model sharded by FSDP: its whole weights, gathered by every process
     if distributed.is_main():
-        _save(model, tokenizer, model_dir, adapter_dir=adapter_dir, merge=merge)
+        _save(model, tokenizer, model_dir, adapter_dir=adapter_dir, merge=merge, state_dict=full)
     distributed.barrier()
     saved = distributed.from_main((str(model_dir), str(adapter_dir)))
     if not distributed.is_main():
-        for source, target in zip(saved, (model_dir, adapter_dir)):
+        for source, target in dict(zip(saved, (model_dir, adapter_dir))).items():  # once when the two are one
             _mirror(Path(source), target)
     distributed.barrier()  # every copy made before the main process goes on (and may commit the round)
 
 
+def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The whole state dict of a model whose weights FSDP (version 2) sharded as DTensors or DeepSpeed ZeRO-3
+    partitioned, gathered (a collective: every process calls it, in the same order); None for a model held
+    whole."""
+    from torch.distributed.tensor import DTensor
+
+    partitioned = [p for p in model.parameters() if hasattr(p, "ds_id")]  # DeepSpeed ZeRO-3's
+    if partitioned:  # DeepSpeed's documented gather (not run here: no GPU, no DeepSpeed on this machine)
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None):
+            return {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+    state = model.state_dict()
+    if not any(isinstance(v, DTensor) for v in state.values()):
+        return None
+    return {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in state.items()}
+
+
+def merged_lora_state(model: PeftModel, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The base model's weights with a LoRA adapter merged in, from the PEFT model's (gathered) state dict:
+    ``W + scaling * B @ A`` for every adapted linear layer, named as the base model names its weights (what
+    ``merge_and_unload().state_dict()`` gives, without an unsharded copy of the model)."""
+    config = model.peft_config[model.active_adapter]
+    if getattr(config, "fan_in_fan_out", False) or not hasattr(config, "lora_alpha"):
+        raise AlignError("merging this adapter from sharded weights is not supported (a LoRA on linear layers is)")
+    scaling = config.lora_alpha / (config.r ** 0.5 if config.use_rslora else config.r)
+    name = model.active_adapter
+    merged = {}
+    for key, value in state.items():
+        if "lora_" in key:
+            continue
+        if key.endswith(".base_layer.weight"):
+            stem = key[: -len(".base_layer.weight")]
+            a, b = state.get(f"{stem}.lora_A.{name}.weight"), state.get(f"{stem}.lora_B.{name}.weight")
+            if a is not None and b is not None:
+                value = value + (scaling * (b.float() @ a.float())).to(value.dtype)
+        merged[key.removeprefix("base_model.model.").replace(".base_layer", "")] = value
+    return merged
+
+
 def _save(model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizerBase, model_dir: Path, *,
-          adapter_dir: Path, merge: bool) -> None:
+          adapter_dir: Path, merge: bool, state_dict: dict[str, torch.Tensor] | None = None) -> None:
     from peft import PeftModel
 
+    if state_dict is not None:  # gathered from FSDP shards
+        if isinstance(model, PeftModel):
+            model.save_pretrained(adapter_dir, state_dict=state_dict)  # peft keeps the adapter's part
+            tokenizer.save_pretrained(adapter_dir)
+            if not merge:
+                return
+            state_dict = merged_lora_state(model, state_dict)
+            model = model.get_base_model()
+        model.save_pretrained(model_dir, state_dict=state_dict)
+        tokenizer.save_pretrained(model_dir)
+        return
     if isinstance(model, PeftModel):
         model.save_pretrained(adapter_dir)
         tokenizer.save_pretrained(adapter_dir)
@@ -144,6 +196,8 @@ def _mirror(source: Path, target: Path) -> None:
     for f in source.rglob("*"):
         if f.is_file():
             dest = target / f.relative_to(source)
+            if dest.exists():
+                continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(f, dest)

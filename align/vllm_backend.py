@@ -19,7 +19,6 @@ without it fails when the config is loaded.
 from __future__ import annotations
 
 import importlib.util
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -84,18 +83,14 @@ def _engine(model: PreTrainedModel, cfg: GenerationConfig, seed: int) -> Any:
 
 
 def merged_state(model: PreTrainedModel) -> dict[str, Any]:
-    """The weights vLLM loads: the model's state dict, a LoRA model's adapters merged into its base
-    weights and named as the base model's."""
+    """The weights vLLM loads: the model's whole state dict (gathered when FSDP shards it: every process
+    calls this), a LoRA model's adapters merged into its base weights and named as the base model's."""
     from peft import PeftModel
 
-    if not isinstance(model, PeftModel):
-        return dict(model.state_dict())
-    model.merge_adapter()
-    try:
-        return {k.removeprefix("base_model.model.").replace(".base_layer", ""): v.detach().clone()
-                for k, v in model.state_dict().items() if "lora_" not in k}
-    finally:
-        model.unmerge_adapter()
+    from align.models import full_state, merged_lora_state
+
+    state = full_state(model) or dict(model.state_dict())
+    return merged_lora_state(model, state) if isinstance(model, PeftModel) else state
 
 
 def sync_weights(llm: Any, model: PreTrainedModel) -> None:
@@ -118,8 +113,7 @@ def sample_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ids: Se
     eos = tokenizer.eos_token_id
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     done = []
-    for b in distributed.shard(math.ceil(len(order) / batch_size)):
-        idx = order[b * batch_size:(b + 1) * batch_size]
+    for b, idx in distributed.my_batches(order, batch_size):
         params = SamplingParams(n=k, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
                                 seed=distributed.batch_seed(seed, b), logprobs=0,
                                 stop_token_ids=[eos] if eos is not None else None)

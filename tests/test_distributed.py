@@ -94,7 +94,8 @@ def test_sharded_sampling_equals_one_process(completed_smoke_run, tmp_path):
     script.write_text(SAMPLER)
     args = [str(run_dir / "rounds" / "01-sft" / "model"), str(run_dir / "rounds" / "00-sandbox")]
     alone = subprocess.run([sys.executable, str(script), *args, str(tmp_path / "one.json")], cwd=ROOT,
-                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+                           capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
     assert alone.returncode == 0, alone.stderr[-3000:]
     launched = _launch(str(script), *args, str(tmp_path / "two.json"), env={"PYTHONPATH": str(ROOT)})
     assert launched.returncode == 0, launched.stderr[-3000:]
@@ -122,3 +123,131 @@ def test_killed_process_stops_the_run_and_the_next_run_resumes(tmp_path):
     assert "[00-sandbox] completed earlier: reused" in resumed.stderr and "[01-sft] running sft" in resumed.stderr
     assert _round_dirs(run_dir) == ["00-sandbox", "01-sft"]
     assert align_cli("verify", str(run_dir)).returncode == 0
+
+
+FSDP_SAVE = """
+import sys, torch
+from pathlib import Path
+from align import distributed
+distributed.state()
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from transformers import LlamaConfig, LlamaForCausalLM
+from align.models import save_model
+from align.sandbox.tokenizer import train_tokenizer
+out = Path(sys.argv[1])
+tok = train_tokenizer(["hello world", "the answer is 7"] * 20, vocab_size=300)
+torch.manual_seed(0)
+m = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                 intermediate_size=64, tie_word_embeddings=False))
+torch.save({k: v.clone() for k, v in m.state_dict().items()}, out / "full.pt") if distributed.is_main() else None
+mesh = init_device_mesh("cpu", (2,))
+for layer in m.model.layers:
+    fully_shard(layer, mesh=mesh)
+fully_shard(m, mesh=mesh)
+assert type(next(m.parameters())).__name__ == "DTensor" and next(m.parameters()).to_local().shape[0] < len(tok)
+rank = distributed.world()[0]
+target = out / ("main" if rank == 0 else f"scratch{rank}")
+save_model(m, tok, target / "model", adapter_dir=target / "adapter")
+
+# a LoRA policy sharded the same way: the adapter and the merged weights saved whole
+import copy
+from peft import LoraConfig, get_peft_model
+torch.manual_seed(1)
+base = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                    intermediate_size=64, tie_word_embeddings=False))
+lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+if distributed.is_main():
+    torch.save({"merged": copy.deepcopy(lora).merge_and_unload().state_dict(),
+                "adapter": {k: v.clone() for k, v in lora.state_dict().items() if "lora_" in k}}, out / "lora.pt")
+for layer in lora.base_model.model.model.layers:
+    fully_shard(layer, mesh=mesh)
+fully_shard(lora, mesh=mesh)
+save_model(lora, tok, target / "lora-model", adapter_dir=target / "lora-adapter")
+"""
+
+
+def test_models_sharded_by_fsdp_are_saved_whole(tmp_path):
+    # FSDP version 2 on the CPU (gloo), applied directly: accelerate's FSDP path needs GPUs
+    import torch
+    from transformers import LlamaForCausalLM
+
+    script = tmp_path / "save.py"
+    script.write_text(FSDP_SAVE)
+    launched = _launch(str(script), str(tmp_path), env={"PYTHONPATH": str(ROOT)})
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    full = torch.load(tmp_path / "full.pt")
+    saved = LlamaForCausalLM.from_pretrained(tmp_path / "main" / "model").state_dict()
+    assert set(saved) == set(full)
+    assert all(torch.equal(saved[k], full[k]) for k in full)  # the gathered weights, not one process's shard
+    assert (tmp_path / "scratch1" / "model" / "model.safetensors").exists()  # the other process reads the same files
+    # the LoRA policy: merged weights equal merge_and_unload's, the adapter equal the unsharded one's
+    from safetensors.torch import load_file
+
+    expected = torch.load(tmp_path / "lora.pt")
+    merged = LlamaForCausalLM.from_pretrained(tmp_path / "main" / "lora-model").state_dict()
+    assert set(merged) == set(expected["merged"])
+    for k, v in expected["merged"].items():
+        assert torch.allclose(merged[k], v, atol=1e-6), k
+    adapter = load_file(tmp_path / "main" / "lora-adapter" / "adapter_model.safetensors")
+    assert len(adapter) == len(expected["adapter"]) == 2 * 2 * 2  # A and B, q and v, 2 layers
+    assert sorted(v.shape for v in adapter.values()) == sorted(v.shape for v in expected["adapter"].values())
+    assert sorted(float(v.sum()) for v in adapter.values()) == pytest.approx(
+        sorted(float(v.sum()) for v in expected["adapter"].values()))
+
+
+FSDP_CHECKPOINT = """
+import sys, torch
+from pathlib import Path
+from align import distributed
+distributed.state()
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from transformers import LlamaConfig, LlamaForCausalLM
+from align.rl.checkpoint import Checkpoints
+out = Path(sys.argv[1])
+mesh = init_device_mesh("cpu", (2,))
+ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+
+def build():
+    torch.manual_seed(0)
+    m = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, tie_word_embeddings=False))
+    for layer in m.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(m, mesh=mesh)
+    return m, torch.optim.AdamW(m.parameters(), lr=1e-2)
+
+def step(m, opt):
+    loss = m(input_ids=ids, labels=ids).loss
+    loss.backward(); opt.step(); opt.zero_grad()
+    return loss.item()
+
+m, opt = build()
+step(m, opt); step(m, opt)
+ckpts = Checkpoints(out, "fp")
+ckpts.save(2, {"policy": m}, {"policy": (opt, None)}, {"note": "x"})
+distributed.barrier()
+after = [step(m, opt) for _ in range(2)]          # the run goes on
+m2, opt2 = build()                                 # a new process set resumes
+last = ckpts.latest()
+last.load_model("policy", m2)
+last.load_optimizer("policy", opt2, None, model=m2)
+resumed = [step(m2, opt2) for _ in range(2)]
+assert last.iteration == 2 and after == resumed, (after, resumed)
+print("rank", distributed.world()[0], "resumed equal", after, flush=True)
+"""
+
+
+def test_a_checkpoint_of_an_fsdp_sharded_model_resumes_exactly(tmp_path):
+    # PPO's checkpoints (align.rl.checkpoint) of a policy FSDP shards: gathered to full files by the main process,
+    # loaded back into each process's shards; two more steps after resuming equal two more steps without stopping
+    from safetensors.torch import load_file
+
+    script = tmp_path / "ckpt.py"
+    script.write_text(FSDP_CHECKPOINT)
+    launched = _launch(str(script), str(tmp_path / "ckpts"), env={"PYTHONPATH": str(ROOT)})
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert launched.stdout.count("resumed equal") == 2
+    saved = load_file(tmp_path / "ckpts" / "it-000002" / "policy.safetensors")
+    assert saved["lm_head.weight"].shape == (50, 32)  # whole, not one process's half

@@ -36,13 +36,27 @@ class Checkpoint:
     state: dict[str, Any]
 
     def load_model(self, name: str, model: torch.nn.Module) -> None:
-        missing, unexpected = load_model(model, self.path / f"{name}.safetensors", strict=True)
+        if sharded(model):
+            from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+            state = load_file(self.path / f"{name}.safetensors")
+            result = set_model_state_dict(model, state, options=_full(cpu_offload=False))
+            missing, unexpected = result.missing_keys, result.unexpected_keys
+        else:
+            missing, unexpected = load_model(model, self.path / f"{name}.safetensors", strict=True)
         if missing or unexpected:
             raise AlignError(f"{self.path}: {name} does not match the model ({missing or unexpected})")
 
-    def load_optimizer(self, name: str, optimizer: Any, scheduler: Any | None = None) -> None:
+    def load_optimizer(self, name: str, optimizer: Any, scheduler: Any | None = None,
+                       model: torch.nn.Module | None = None) -> None:
+        """The optimiser's (and scheduler's) state; ``model``: the one it trains, needed when FSDP shards it."""
         saved = torch.load(self.path / f"{name}.optim.pt", weights_only=True)
-        optimizer.load_state_dict(saved["optimizer"])
+        if model is not None and sharded(model):
+            from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+            set_optimizer_state_dict(model, _inner(optimizer), saved["optimizer"], options=_full(cpu_offload=False))
+        else:
+            optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(saved["scheduler"])
 
@@ -82,8 +96,17 @@ class Checkpoints:
              state: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
         """Write a checkpoint that resumes at ``iteration``: ``models`` by name, ``optimizers`` by name as
         (optimizer, scheduler), the loop's JSON-able ``state`` and other named sets of ``tensors``. Only the
-        main process writes (the processes hold the same weights)."""
+        main process writes; what FSDP shards is gathered by every process first (an optimiser is matched to
+        the model of the same name)."""
         final = self.folder / f"it-{iteration:06d}"
+        if any(hasattr(p, "ds_id") for model in models.values() for p in model.parameters()):
+            raise AlignError("checkpoints of a model DeepSpeed ZeRO-3 partitions are not supported: use FSDP or ZeRO-2 "
+                             "(configs/accelerate/), or a checkpoint_every above the iterations")
+        model_states = {name: _gathered_model(model) for name, model in models.items()}
+        optim_states = {name: _gathered_optimizer(models.get(name), optimizer)
+                        for name, (optimizer, _) in optimizers.items()}
+        tensors = {name: {k: v.full_tensor() if _is_dtensor(v) else v for k, v in named.items()}
+                   for name, named in (tensors or {}).items()}
         if not distributed.is_main():
             return final
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -91,11 +114,14 @@ class Checkpoints:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         for name, model in models.items():
-            save_model(model, str(tmp / f"{name}.safetensors"))
-        for name, named in (tensors or {}).items():
+            if model_states[name] is not None:
+                save_file({k: v.contiguous() for k, v in model_states[name].items()}, str(tmp / f"{name}.safetensors"))
+            else:
+                save_model(model, str(tmp / f"{name}.safetensors"))
+        for name, named in tensors.items():
             save_file({k: v.contiguous() for k, v in named.items()}, str(tmp / f"{name}.tensors.safetensors"))
         for name, (optimizer, scheduler) in optimizers.items():
-            torch.save({"optimizer": optimizer.state_dict(),
+            torch.save({"optimizer": optim_states[name] if optim_states[name] is not None else optimizer.state_dict(),
                         "scheduler": scheduler.state_dict() if scheduler is not None else None},
                        tmp / f"{name}.optim.pt")
         with open(tmp / STATE, "w", encoding="utf-8") as f:
@@ -111,3 +137,40 @@ class Checkpoints:
     def clear(self) -> None:
         if distributed.is_main():
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _is_dtensor(value: Any) -> bool:
+    return type(value).__name__ == "DTensor"
+
+
+def sharded(model: torch.nn.Module) -> bool:
+    """Whether FSDP (version 2) shards the model's weights (DTensors)."""
+    return any(_is_dtensor(p) for p in model.parameters())
+
+
+def _full(*, cpu_offload: bool) -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=cpu_offload)
+
+
+def _inner(optimizer: Any) -> Any:
+    return getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper holds the torch optimiser
+
+
+def _gathered_model(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """A sharded model's full state dict on the main process (a collective); None for a model held whole."""
+    if not sharded(model):
+        return None
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(model, options=_full(cpu_offload=True))
+
+
+def _gathered_optimizer(model: torch.nn.Module | None, optimizer: Any) -> dict[str, Any] | None:
+    """The full optimiser state of a sharded model's optimiser on the main process (a collective)."""
+    if model is None or not sharded(model):
+        return None
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, _inner(optimizer), options=_full(cpu_offload=True))

@@ -177,8 +177,9 @@ def train_ppo(models: PPOModels, tokenizer: Any, rms: Any, combine: CombineConfi
     last = checkpoints.latest() if checkpoints else None
     if last is not None:
         for name, learner in learners.items():
-            last.load_model(name, accelerator.unwrap_model(learner.model))
-            last.load_optimizer(name, learner.optimizer, learner.scheduler)
+            net = accelerator.unwrap_model(learner.model)
+            last.load_model(name, net)
+            last.load_optimizer(name, learner.optimizer, learner.scheduler, model=net)
         s = last.state
         history, evals, log_lambda, best = s["history"], s["evals"], s["log_lambda"], s["best"]
         costs.extend(s["costs"])
