@@ -33,17 +33,22 @@ def _losses(run_dir: Path, round_id: str, key: str) -> dict[int, float]:
 
 
 def _round_dirs(run_dir: Path) -> list[str]:
-    return sorted(p.name for p in (run_dir / "rounds").iterdir())
+    """The rounds in place; and nothing half-built (``.tmp-*``) or moved aside by a second commit (``.superseded``)."""
+    names = sorted(p.name for p in (run_dir / "rounds").iterdir())
+    assert not [n for n in names if n.startswith(".tmp") or n == ".superseded"], names
+    return [n for n in names if not n.startswith(".")]
 
 
 pytestmark = pytest.mark.skipif(not ACCELERATE.exists(), reason="accelerate's launcher is not installed")
 
 
 def test_two_processes_train_as_one_and_write_each_round_once(tmp_path):
+    # the whole smoke campaign on 2 processes (SFT, reward models, RS fine-tunes, preference refresh, PPO with its
+    # critic and reference); SFT and the first reward models against one process
     one, two = tmp_path / "one", tmp_path / "two"
     until = ["--until", "04-rm-safety", "-q"]
     assert align_cli("run", str(SMOKE), "--run-dir", str(one), *until).returncode == 0
-    launched = _launch("-m", "align.cli", "run", str(SMOKE), "--run-dir", str(two), *until,
+    launched = _launch("-m", "align.cli", "run", str(SMOKE), "--run-dir", str(two), "-q",
                        env={"TMPDIR": str(tmp_path)})
     assert launched.returncode == 0, launched.stderr[-3000:]
     # the main process speaks for the run: its result lines once, not once per process
@@ -59,8 +64,9 @@ def test_two_processes_train_as_one_and_write_each_round_once(tmp_path):
                                                                          rel=1e-3)
     # each round committed once, by the main process: no second commit moved a first one aside, nothing
     # half-built left, and the other process's scratch folders are gone
-    assert _round_dirs(two) == _round_dirs(one) == ["00-sandbox", "01-sft", "02-eval", "03-rm-helpfulness",
-                                                    "04-rm-safety"]
+    assert _round_dirs(one) == ["00-sandbox", "01-sft", "02-eval", "03-rm-helpfulness", "04-rm-safety"]
+    assert _round_dirs(two) == _round_dirs(one) + ["05-rs", "06-prefs", "07-rm-helpfulness", "08-rm-safety", "09-rs",
+                                                   "10-ppo"]
     assert not list(tmp_path.glob("align-*-rank1-*"))
     verified = align_cli("verify", str(two))
     assert verified.returncode == 0, verified.stdout + verified.stderr
