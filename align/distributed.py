@@ -134,6 +134,16 @@ def my_batches(order: Sequence[int], batch_size: int) -> list[tuple[int, list[in
     return [(b, list(order[b * batch_size:(b + 1) * batch_size])) for b in shard(n_batches)]
 
 
+def my_slice(items: Sequence[T], rank: int | None = None, size: int | None = None) -> Sequence[T]:
+    """This process's contiguous share of ``items`` (one global batch split over the processes). A share that
+    would be empty (fewer items than processes) repeats an item, so every process takes every step."""
+    if rank is None or size is None:
+        rank, size = world()
+    per = -(-len(items) // size)
+    share = items[rank * per:(rank + 1) * per]
+    return share if len(share) else items[rank % len(items):rank % len(items) + 1]
+
+
 def gather_batches(local: Sequence[tuple[int, T]]) -> list[T]:
     """``(batch index, result)`` pairs from every process, as one list in batch order."""
     return [result for _, result in sorted(gather(list(local)), key=lambda pair: pair[0])]

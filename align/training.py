@@ -217,8 +217,7 @@ class ShardedBatches:
 
     def __iter__(self) -> Iterator[list[int]]:
         for batch in self.batches:
-            per = math.ceil(len(batch) / self.size)
-            yield batch[self.rank * per:(self.rank + 1) * per] or [batch[self.rank % len(batch)]]
+            yield list(distributed.my_slice(batch, self.rank, self.size))
 
     def __len__(self) -> int:
         return len(self.batches)

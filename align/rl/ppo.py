@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
+from align import distributed
 from align.chat import prompt_ids
 from align.combine.config import CombineConfig
 from align.combine.transform import logit
@@ -285,7 +286,8 @@ def train_ppo(models: PPOModels, tokenizer: Any, rms: Any, combine: CombineConfi
         for _ in range(cfg.epochs):
             order = torch.randperm(len(rollout), generator=generator)
             for mb_start in range(0, len(rollout), cfg.minibatch_size):
-                idx = order[mb_start:mb_start + cfg.minibatch_size]
+                # under N processes each takes its slice of the minibatch; DDP averages their gradients
+                idx = distributed.my_slice(order[mb_start:mb_start + cfg.minibatch_size])
                 micro = _micro_batches(rollout, tensors, idx, cfg.micro_batch_size or cfg.minibatch_size)
                 if train_policy:
                     _, parts, _ = learners["policy"].update(micro, _policy_objective(cfg))
