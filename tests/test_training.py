@@ -168,3 +168,34 @@ def test_a_mixed_precision_set_earlier_in_the_process_is_not_inherited():
         assert model(torch.randn(2, 3)).dtype == torch.float32 and "convert_outputs" not in repr(model.forward)
     finally:
         AcceleratorState._reset_state()
+
+
+def test_activation_checkpointing_recomputes_the_same_update(policy):
+    """activation_checkpointing keeps each layer's input and recomputes the rest in the backward pass: the same
+    loss and the same weights after a step as keeping everything (it only trades memory for compute)."""
+    from align.sft import answer_only_loss
+
+    ids = torch.randint(3, 200, (4, 12), generator=torch.Generator().manual_seed(0))
+
+    def loss_fn(model, batch):
+        loss = answer_only_loss(model(input_ids=batch, use_cache=False).logits, batch)
+        return loss, {}
+
+    results = []
+    for checkpointing in (False, True):
+        model = copy.deepcopy(policy)
+        learner = Learner.prepare(model, TrainingConfig(lr=1e-2, activation_checkpointing=checkpointing),
+                                  total_steps=2, warmup_steps=0, accelerator=make_accelerator(None, None))
+        assert model.is_activation_checkpointing == checkpointing
+        loss, _, grad_norm = learner.update([ids], loss_fn)
+        results.append((loss, grad_norm, [p.detach().clone() for p in model.parameters()]))
+    (loss_a, norm_a, weights_a), (loss_b, norm_b, weights_b) = results
+    assert loss_a == pytest.approx(loss_b, abs=1e-6) and norm_a == pytest.approx(norm_b, rel=1e-5)
+    for a, b in zip(weights_a, weights_b):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_activation_checkpointing_names_a_model_that_cannot():
+    with pytest.raises(AlignError, match="activation_checkpointing: Linear does not support it"):
+        Learner.prepare(torch.nn.Linear(2, 2), TrainingConfig(activation_checkpointing=True), total_steps=1,
+                        warmup_steps=0, accelerator=make_accelerator(None, None))
