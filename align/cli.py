@@ -562,6 +562,17 @@ def main() -> None:
     # no weight-loading bars on every load (our stages keep their own); read when transformers is first
     # imported, which a command that loads no model never does
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the launcher stops the others when one process dies
+        import signal
+
+        def stopped(signum: int, frame: Any) -> None:
+            from align.distributed import PeerLost
+
+            raise PeerLost(f"process {os.environ.get('RANK', '0')}: another process of this run stopped (the launcher "
+                           "ended this one); the round being built is not committed: align run resumes from the last "
+                           "complete round")
+
+        signal.signal(signal.SIGTERM, stopped)
     if int(os.environ.get("RANK", "0")) > 0:  # under accelerate launch the main process speaks for the run
         from align.progress import set_quiet
 
