@@ -14,6 +14,7 @@ returns at once, ``shard`` keeps everything, ``gather`` returns its argument.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from align.errors import AlignError
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
+_AT_EXIT: list[bool] = []
 
 
 class PeerLost(AlignError):
@@ -68,7 +70,11 @@ def state() -> Any:
     from accelerate import PartialState
 
     flag = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-    return PartialState(cpu=flag or not torch.cuda.is_available())
+    state = PartialState(cpu=flag or not torch.cuda.is_available())
+    if launched() and not _AT_EXIT:  # a process group left up at exit aborts the process (gloo)
+        atexit.register(shutdown)
+        _AT_EXIT.append(True)
+    return state
 
 
 def launched() -> bool:
