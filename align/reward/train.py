@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, TYPE_CHECKING
 
 import torch
-from accelerate import PartialState
 
+from align import distributed
 from align.config import TrackingConfig
 from align.errors import AlignError
 from align.models import disable_dropout
@@ -157,7 +157,7 @@ def train_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     objective = RankingObjective(cfg, reg)
     params = [p for p in model.parameters() if p.requires_grad] + (reg.new_params if reg else [])
     # one process: a prefix forward and a suffix forward per micro-batch (DDP wants one forward per backward)
-    share = cfg.share_prompt and PartialState().num_processes == 1
+    share = cfg.share_prompt and distributed.world()[1] == 1
     result = train(model, encoded, partial(collate, pad_id=tokenizer.pad_token_id, margin=cfg.margin,
                                            share_prompt=share), objective, cfg,
                    # batches of similar longest sequence in either layout: grouping by answer length instead

@@ -22,12 +22,12 @@ from pydantic import Field
 
 from align.config import CampaignConfig, StageSpec, Strict
 from align.evaluation.reward import verify_answers
+from align.models import save_model
 from align.preflight import model_problems, source_problems
 from align.records import PreferencePair, read_records
 from align.reward.client import RewardModel
 from align.reward.config import RewardModelConfig
 from align.reward.data import load_pair_sources, mix_pairs
-from align.models import save_model
 from align.reward.model import load_reward_model
 from align.reward.train import evaluate_reward_model, train_reward_model
 from align.sandbox.build import read_preferences, read_prompts
