@@ -130,7 +130,7 @@ def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     whole."""
     from torch.distributed.tensor import DTensor
 
-    partitioned = [p for p in model.parameters() if hasattr(p, "ds_id")]  # DeepSpeed ZeRO-3's
+    partitioned = [p for p in model.parameters() if zero3_partitioned(p)]
     if partitioned:  # DeepSpeed's documented gather (not run here: no GPU, no DeepSpeed on this machine)
         import deepspeed
 
@@ -140,6 +140,18 @@ def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     if not any(isinstance(v, DTensor) for v in state.values()):
         return None
     return {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in state.items()}
+
+
+def sharded(model: torch.nn.Module) -> bool:
+    """Whether FSDP (version 2) shards the model's weights (DTensors)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def zero3_partitioned(param: torch.nn.Parameter) -> bool:
+    """Whether DeepSpeed ZeRO-3 partitions the parameter (it marks them with ``ds_id``)."""
+    return hasattr(param, "ds_id")
 
 
 def merged_lora_state(model: PeftModel, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -166,26 +178,19 @@ def merged_lora_state(model: PeftModel, state: dict[str, torch.Tensor]) -> dict[
 
 def _save(model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizerBase, model_dir: Path, *,
           adapter_dir: Path, merge: bool, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """``state_dict``: the whole weights gathered from shards (None: the model's own)."""
     from peft import PeftModel
 
-    if state_dict is not None:  # gathered from FSDP shards
-        if isinstance(model, PeftModel):
-            model.save_pretrained(adapter_dir, state_dict=state_dict)  # peft keeps the adapter's part
-            tokenizer.save_pretrained(adapter_dir)
-            if not merge:
-                return
-            state_dict = merged_lora_state(model, state_dict)
-            model = model.get_base_model()
-        model.save_pretrained(model_dir, state_dict=state_dict)
-        tokenizer.save_pretrained(model_dir)
-        return
     if isinstance(model, PeftModel):
-        model.save_pretrained(adapter_dir)
+        model.save_pretrained(adapter_dir, state_dict=state_dict)  # peft keeps the adapter's part
         tokenizer.save_pretrained(adapter_dir)
         if not merge:
             return
-        model = model.merge_and_unload()
-    model.save_pretrained(model_dir)
+        if state_dict is None:
+            model = model.merge_and_unload()
+        else:
+            state_dict, model = merged_lora_state(model, state_dict), model.get_base_model()
+    model.save_pretrained(model_dir, state_dict=state_dict)
     tokenizer.save_pretrained(model_dir)
 
 

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from align import distributed
 from align.errors import AlignError
+from align.models import full_state, sharded, zero3_partitioned
 
 STATE = "state.json"
 
@@ -99,13 +100,15 @@ class Checkpoints:
         main process writes; what FSDP shards is gathered by every process first (an optimiser is matched to
         the model of the same name)."""
         final = self.folder / f"it-{iteration:06d}"
-        if any(hasattr(p, "ds_id") for model in models.values() for p in model.parameters()):
+        if any(zero3_partitioned(p) for model in models.values() for p in model.parameters()):
             raise AlignError("checkpoints of a model DeepSpeed ZeRO-3 partitions are not supported: use FSDP or ZeRO-2 "
                              "(configs/accelerate/), or a checkpoint_every above the iterations")
-        model_states = {name: _gathered_model(model) for name, model in models.items()}
+        from torch.distributed.tensor import DTensor
+
+        model_states = {name: full_state(model) for name, model in models.items()}
         optim_states = {name: _gathered_optimizer(models.get(name), optimizer)
                         for name, (optimizer, _) in optimizers.items()}
-        tensors = {name: {k: v.full_tensor() if _is_dtensor(v) else v for k, v in named.items()}
+        tensors = {name: {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in named.items()}
                    for name, named in (tensors or {}).items()}
         if not distributed.is_main():
             return final
@@ -139,15 +142,6 @@ class Checkpoints:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _is_dtensor(value: Any) -> bool:
-    return type(value).__name__ == "DTensor"
-
-
-def sharded(model: torch.nn.Module) -> bool:
-    """Whether FSDP (version 2) shards the model's weights (DTensors)."""
-    return any(_is_dtensor(p) for p in model.parameters())
-
-
 def _full(*, cpu_offload: bool) -> Any:
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
@@ -156,15 +150,6 @@ def _full(*, cpu_offload: bool) -> Any:
 
 def _inner(optimizer: Any) -> Any:
     return getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper holds the torch optimiser
-
-
-def _gathered_model(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
-    """A sharded model's full state dict on the main process (a collective); None for a model held whole."""
-    if not sharded(model):
-        return None
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
-    return get_model_state_dict(model, options=_full(cpu_offload=True))
 
 
 def _gathered_optimizer(model: torch.nn.Module | None, optimizer: Any) -> dict[str, Any] | None:
