@@ -268,7 +268,7 @@ def stage_estimate(cfg: Any, kind: str, name: str | None, sharding: Sharding,
         cache["policy"] = policy_architecture(cfg)
     policy, dtype = cache["policy"], cfg.model.dtype
     est = Estimate()
-    prompt = min(cfg.sft.max_seq_len, policy_max_len(cfg))  # a prompt's length, at most
+    prompt = cfg.sft.max_seq_len if cfg.model.path else min(cfg.sft.max_seq_len, cfg.model.max_position_embeddings)
 
     def rm(axis: str) -> Architecture:
         if axis not in cache:
@@ -286,8 +286,7 @@ def stage_estimate(cfg: Any, kind: str, name: str | None, sharding: Sharding,
               seq_len=r.max_seq_len, sharding=sharding, logits=r.lm_coef > 0, checkpointing=r.activation_checkpointing)
         return est, f"micro-batch {r.batch_size} pairs (2 x {r.batch_size} sequences) x {r.max_seq_len} tokens"
     if kind in ("rs", "prefs", "eval"):
-        section = {"rs": "rs", "prefs": "prefs", "eval": "eval"}[kind]
-        c = getattr(cfg, section)
+        c = getattr(cfg, kind)
         k = getattr(c, "k", None) or getattr(c, "samples_per_prompt", 1)
         batch = getattr(c, "sample_batch_size", None)
         sequences = batch * k if batch else getattr(c, "batch_size", 64)
@@ -326,6 +325,3 @@ def stage_estimate(cfg: Any, kind: str, name: str | None, sharding: Sharding,
         return est, f"micro-batch {micro} x {length} tokens, sampling {p.sample_batch_size * p.group_size} sequences"
     return None
 
-
-def policy_max_len(cfg: Any) -> int:
-    return cfg.model.max_position_embeddings if cfg.model.path is None else 10**9
