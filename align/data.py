@@ -306,6 +306,29 @@ def _load(spec: DataSpec, path: Path | None, parse) -> tuple[list, LoadReport]:
     return out, report
 
 
+class PromptSource(Strict):
+    """Prompts read through a data spec (``data_specs/*.yaml``, a prompt format) from a local file: what the
+    rs and ppo stages sample from on a real model's campaign."""
+
+    spec: str = Field(description="path of the data spec YAML (format: instructions or csv)")
+    path: str | None = Field(None, description="local data file; omit only when the spec names a hub dataset")
+    limit: int | None = Field(None, ge=1, description="read at most this many prompts")
+
+
+def source_files(src: PromptSource | None) -> list[Path]:
+    """The files a round reading ``src`` depends on (its input hashes); none without a source."""
+    return [Path(src.spec)] + ([Path(src.path)] if src.path else []) if src else []
+
+
+def load_prompt_source(src: PromptSource, key: str) -> list[Prompt]:
+    """The source's prompts, the first ``limit`` of them; none at all is an error naming ``key``."""
+    prompts, _ = load_prompts(load_spec(src.spec), src.path)
+    prompts = prompts[: src.limit] if src.limit else prompts
+    if not prompts:
+        raise AlignError(f"{src.path or src.spec}: {key}: no prompts")
+    return prompts
+
+
 class PairSource(Strict):
     """Preference pairs read through a data spec (``data_specs/*.yaml``) from a local file or the hub."""
 

@@ -9,15 +9,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from align.config import LoraSettings, SamplingConfig, Strict
-
-
-class PromptSource(Strict):
-    """Prompts read through a data spec (``data_specs/*.yaml``, a prompt format) from a local file."""
-
-    spec: str = Field(description="path of the data spec YAML (format: instructions or csv)")
-    path: str | None = Field(None, description="local data file; omit only when the spec names a hub dataset")
-    limit: int | None = Field(None, ge=1, description="read at most this many prompts")
+from align.config import LoraSettings, SamplingConfig
+from align.data import PromptSource
 
 
 class PPOConfig(SamplingConfig):

@@ -25,7 +25,7 @@ import torch
 
 from align.chat import prompt_ids
 from align.config import CampaignConfig, StageSpec
-from align.data import load_prompts, load_spec
+from align.data import load_prompt_source, source_files
 from align.errors import AlignError
 from align.evaluation.metrics import policy_metrics
 from align.evaluation.policy import evaluate_policy, greedy_reward, judge_rows, kl_to_reference, win_rate
@@ -56,8 +56,7 @@ def parents(planned: Planned, cfg: CampaignConfig, spec: StageSpec) -> list[str]
 
 
 def inputs(cfg: CampaignConfig, spec: StageSpec) -> list[Path]:
-    src = cfg.ppo.prompts
-    return [Path(src.spec)] + ([Path(src.path)] if src.path else []) if src else []
+    return source_files(cfg.ppo.prompts)
 
 
 def build_critic(init: str, *, policy_dir, rm_dirs: dict[str, Any], tokenizer, model_cfg) -> ValueModel:
@@ -113,8 +112,7 @@ def fingerprint(ctx: StageContext) -> str:
 def _prompts(ctx: StageContext) -> list[Prompt]:
     pc = ctx.cfg.ppo
     if pc.prompts is not None:
-        prompts, _ = load_prompts(load_spec(pc.prompts.spec), pc.prompts.path)
-        return prompts[: pc.prompts.limit] if pc.prompts.limit else prompts
+        return load_prompt_source(pc.prompts, "ppo.prompts")
     world = ctx.parents.sandbox
     prompts = read_prompts(world.path, "rl")
     if not prompts:

@@ -37,14 +37,13 @@ from align.errors import AlignError
 from align.evaluation.policy import evaluate_policy, greedy_reward, kl_to_reference, win_rate
 from align.evaluation.suites import sandbox_heldout
 from align.generate import reference_logprobs, sample_k
+from align.data import PromptSource, load_prompt_source, source_files
 from align.models import load_causal_lm, load_tokenizer, save_model
-from align.data import load_prompts, load_spec
 from align.preflight import rl_prompt_problems, source_problems
 from align.records import Prompt, read_jsonl, write_jsonl
 from align.reward.client import RewardModel, RewardModels, score_responses
 from align.sandbox.build import read_prompts
 from align.sft import FinetuneConfig, finetune
-from align.rl.config import PromptSource
 from align.stages import Planned, PlanError, Stage, StageContext, register
 
 if TYPE_CHECKING:
@@ -276,8 +275,7 @@ def parents(planned: Planned, cfg: CampaignConfig, spec: StageSpec) -> list[str]
 
 
 def inputs(cfg: CampaignConfig, spec: StageSpec) -> list[Path]:
-    src = cfg.rs.prompts
-    return [Path(src.spec)] + ([Path(src.path)] if src.path else []) if src else []
+    return source_files(cfg.rs.prompts)
 
 
 def _prompts(ctx: StageContext) -> tuple[list[Prompt], list[Prompt]]:
@@ -285,10 +283,7 @@ def _prompts(ctx: StageContext) -> tuple[list[Prompt], list[Prompt]]:
     held-out prompts, or the data spec's prompts and a seeded sample of them."""
     rc = ctx.cfg.rs
     if rc.prompts is not None:
-        prompts, _ = load_prompts(load_spec(rc.prompts.spec), rc.prompts.path)
-        prompts = prompts[: rc.prompts.limit] if rc.prompts.limit else prompts
-        if not prompts:
-            raise AlignError(f"{rc.prompts.path or rc.prompts.spec}: rs.prompts: no prompts")
+        prompts = load_prompt_source(rc.prompts, "rs.prompts")
         return prompts, random.Random(f"rs-kl:{ctx.seed}").sample(prompts, min(rc.kl_prompts, len(prompts)))
     world = ctx.parents.sandbox
     prompts = read_prompts(world.path, "rl")
