@@ -54,7 +54,7 @@ class GenerationConfig(Strict):
 
 register_section("generation", GenerationConfig, description="the sampling engine")
 
-_ENGINE: dict[str, Any] = {}  # this process's engine: {"llm": LLM, "source": checkpoint folder}
+_ENGINE: dict[str, Any] = {}  # this process's engine: {"llm": LLM}
 _ACTIVE: list[GenerationConfig] = []  # the running campaign's choice (align run sets it)
 
 
@@ -78,7 +78,6 @@ def _engine(model: PreTrainedModel, cfg: GenerationConfig, seed: int) -> Any:
         _ENGINE["llm"] = LLM(model=str(source), gpu_memory_utilization=cfg.gpu_memory_utilization,
                              max_model_len=cfg.max_model_len, seed=seed + rank, logprobs_mode="raw_logprobs",
                              **({"distributed_executor_backend": "external_launcher"} if size > 1 else {}))
-        _ENGINE["source"] = str(source)
     return _ENGINE["llm"]
 
 
