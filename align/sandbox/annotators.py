@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from align.records import Demonstration, PreferencePair, Prompt
 from align.sandbox.judges import HelpfulnessVerdict, SafetyVerdict, is_well_formed, judge_helpfulness, judge_safety, \
     utility
-from align.sandbox.responses import render_response
+from align.sandbox.responses import WRONG_STYLES, render_response
 
 
 # Perceived gold gap (in [0, 1]) at or above which each rating is given.
@@ -111,16 +111,17 @@ def _choose(prompt: Prompt, a: str, b: str, va: float, vb: float, rng: random.Ra
     return PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected, rating=rate(gap), axis=axis)
 
 
-def sample_pair_responses(prompt: Prompt, rng: random.Random, answer_pairs: float = 0.0) -> tuple[str, str]:
+def sample_pair_responses(prompt: Prompt, rng: random.Random, answer_pairs: float = 0.0,
+                          wrong_styles: tuple[str, ...] = WRONG_STYLES) -> tuple[str, str]:
     """Two answers in different styles, as if sampled from two model variants.
 
     With probability ``answer_pairs`` (prompts with a checkable answer only) the pair is what two
     samples of a model that has learned the format mostly differ in: a right answer (concise or
-    verbose) against a wrong one (a plausible or a near-miss one).
+    verbose) against a wrong one, in one of ``wrong_styles``.
     """
     if answer_pairs and prompt.answer is not None and rng.random() < answer_pairs:
         right = "correct" if rng.random() < 0.8 else "verbose"
-        wrong = rng.choice(("wrong", "near_miss"))
+        wrong = rng.choice(wrong_styles)
         s1, s2 = (right, wrong) if rng.random() < 0.5 else (wrong, right)
         return render_response(prompt, s1, rng), render_response(prompt, s2, rng)
     s1, s2 = rng.sample(PAIR_STYLES[prompt.family], 2)

@@ -19,7 +19,7 @@ from align.records import Demonstration, PreferencePair, Prompt, content_hash, r
 from align.sandbox.annotators import Annotators, demonstrate, risk_note_responses, sample_pair_responses
 from align.sandbox.config import PreferenceConfig, SandboxConfig
 from align.sandbox.tokenizer import train_tokenizer
-from align.sandbox.world import Entities, build_entities, entity_pieces, sample_prompts, spell_out
+from align.sandbox.world import Entities, Template, build_entities, entity_pieces, sample_prompts, spell_out, templates_for
 
 
 @dataclass(frozen=True)
@@ -41,16 +41,16 @@ def generate_world(cfg: SandboxConfig, seed: int) -> World:
     """All datasets of the world for ``seed``; deterministic."""
     entities = build_entities(seed, cfg.heldout_fraction)
     train_mix, eval_mix = cfg.train_mix.model_dump(), cfg.eval_mix.model_dump()
-    tagged = cfg.borderline_tagged
+    tagged, templates = cfg.borderline_tagged, templates_for(cfg.version)
     rng = random.Random(f"demonstrations:{seed}")
     sft_prompts = sample_prompts(entities, split="train", n=cfg.sft_demonstrations, family_weights=train_mix,
-                                 seed=seed, tag="sft", borderline_tagged=tagged)
+                                 seed=seed, tag="sft", borderline_tagged=tagged, templates=templates)
     mix = cfg.demonstrations.model_dump()
     demos = [demonstrate(p, mix[p.family], rng) for p in sft_prompts]
     rl_prompts = sample_prompts(entities, split="train", n=cfg.rl_prompts, family_weights=train_mix, seed=seed, tag="rl",
-                                borderline_tagged=tagged)
+                                borderline_tagged=tagged, templates=templates)
     eval_prompts = sample_prompts(entities, split="eval", n=cfg.eval_prompts, family_weights=eval_mix, seed=seed,
-                                  tag="eval", borderline_tagged=tagged)
+                                  tag="eval", borderline_tagged=tagged, templates=templates)
     prefs = {}
     pc = cfg.preferences
     annotators = Annotators.from_config(pc)
@@ -61,21 +61,22 @@ def generate_world(cfg: SandboxConfig, seed: int) -> World:
         # adversarial prompts go to safety annotation; borderline prompts go to both.
         for axis, n in (("helpfulness", n_help), ("safety", n_safe)):
             prefs[f"{axis}_{split}"] = _pairs(entities, axis, split, n, annotators.family_weights(axis, mix_), seed,
-                                              pc, annotators, tagged)
+                                              pc, annotators, tagged, templates)
     return World(entities, demos, rl_prompts, eval_prompts, prefs)
 
 
 def _pairs(entities: Entities, axis: str, split: str, n: int, family_weights: dict[str, float], seed: int,
-           pc: PreferenceConfig, annotators: Annotators, tagged: float) -> list[PreferencePair]:
+           pc: PreferenceConfig, annotators: Annotators, tagged: float, templates: tuple[Template, ...]
+           ) -> list[PreferencePair]:
     """``n`` preference pairs on ``axis``; prompts are drawn until enough pairs survive the annotator."""
     rng = random.Random(f"preferences:{seed}:{axis}:{split}")
     pairs: list[PreferencePair] = []
     batch = 0
     while len(pairs) < n:
         prompts = sample_prompts(entities, split=split, n=max(n, 16), family_weights=family_weights, seed=seed,
-                                 tag=f"pref-{axis}-{batch}", borderline_tagged=tagged)
+                                 tag=f"pref-{axis}-{batch}", borderline_tagged=tagged, templates=templates)
         for p in prompts:
-            comparisons = [sample_pair_responses(p, rng, pc.answer_pairs)]
+            comparisons = [sample_pair_responses(p, rng, pc.answer_pairs, pc.answer_errors)]
             if pc.risk_note_pairs and p.family == "borderline" and rng.random() < pc.risk_note_pairs:
                 comparisons.append(risk_note_responses(p, rng))
             for a, b in comparisons:

@@ -4,19 +4,21 @@ Version 2 (the default) is the world where helpfulness and safety pull apart as 
 helpfulness annotators judge harmful requests too, from the requester's view; safety annotators are
 cautious on borderline requests; the safety tag misses hidden harmful requests and marks some
 look-alikes. Version 1 is the first world, where the two axes mostly agree: ``version: 1`` fills in
-its defaults (every version-2 knob off) and builds it byte for byte.
+its defaults (every version-2 knob off) and builds it byte for byte. Version 3 (on request, under
+measurement: docs/reward.md) puts an ordering task in place of the list task and makes half of the
+answer comparisons right against wrong, the wrong ones mostly the tiny policy's own kind of slip.
 """
 
 from __future__ import annotations
 
 import math
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from align.config import Strict, register_section
-from align.sandbox.responses import STYLES
+from align.sandbox.responses import STYLES, WRONG_STYLES, WRONG_STYLES_V3
 from align.sandbox.world import SANDBOX_VERSION
 
 HARMFUL_STYLES = ("refusal", "redirect", "harmful", "harmful_partial", "off_topic", "malformed")
@@ -88,6 +90,11 @@ class PreferenceConfig(Strict):
         "share of pairs on prompts with a checkable answer that compare a right answer with a wrong or near-miss "
         "one (what two samples of a trained model mostly differ in); the rest pair two styles at random. A reward "
         "model learns to verify answers only from thousands of these"))
+    answer_errors: tuple[Literal["slip", "wrong", "near_miss"], ...] = Field(WRONG_STYLES, min_length=1, description=(
+        "the wrong answers of those pairs and of the helpfulness RM's verification line-ups, by turns: slip (the tiny "
+        "policy's own errors: a number one off, an ordering with a number not in the prompt, an entity with a syllable "
+        "of another one of the prompt), wrong (another entity of the prompt, a number 1-3 off), near_miss (one "
+        "syllable swapped for any other). Version 3: slip, wrong, near_miss"))
     risk_note_pairs: float = Field(0.3, ge=0, le=1, description=(
         "per borderline request, the chance that the annotators also compare the right answer with the same answer "
         "plus a risk note: safety annotators prefer the note, helpfulness annotators the concise answer (the two "
@@ -114,9 +121,15 @@ class PreferenceConfig(Strict):
         "to 27% as safety data grows); above one half, a safety RM alone pushes toward over-refusal"))
 
 
-VERSION_1 = {"borderline_tagged": 0.0}  # version 1's defaults, where they differ from version 2's
-VERSION_1_PREFERENCES = {"risk_note_pairs": 0.0, "safety_borderline_weight": 1.0, "helpfulness_harmful_weight": 0.0,
-                         "helpfulness_hidden_weight": 0.0, "safety_hidden_weight": 1.0, "borderline_caution": 0.0}
+DEFAULT_VERSION = 2  # version 3 (SANDBOX_VERSION) is built on request while its reward models are measured
+# Each other version's defaults, where they differ from the default version's (the Field defaults).
+VERSION_DEFAULTS: dict[int, dict[str, Any]] = {
+    3: {"preferences": {"answer_pairs": 0.5, "answer_errors": WRONG_STYLES_V3}},
+    1: {"borderline_tagged": 0.0,
+        "preferences": {"risk_note_pairs": 0.0, "safety_borderline_weight": 1.0,
+                        "helpfulness_harmful_weight": 0.0, "helpfulness_hidden_weight": 0.0,
+                        "safety_hidden_weight": 1.0, "borderline_caution": 0.0}},
+}
 VERSION_2_ONLY = ("borderline_tagged", "preferences.helpfulness_harmful_weight", "preferences.helpfulness_hidden_weight",
                   "preferences.borderline_caution")
 
@@ -124,9 +137,10 @@ VERSION_2_ONLY = ("borderline_tagged", "preferences.helpfulness_harmful_weight",
 class SandboxConfig(Strict):
     """The synthetic world (DESIGN.md section 3)."""
 
-    version: int = Field(SANDBOX_VERSION, description="sandbox_version: results are comparable within one version; "
+    version: int = Field(DEFAULT_VERSION, description="sandbox_version: results are comparable within one version; "
                                                        "1: the first world (its defaults filled in), 2: the axes "
-                                                       "pull apart (the default)")
+                                                       "pull apart (the default), 3: version 2 with an ordering "
+                                                       "task and right-vs-wrong answer pairs (its defaults filled in)")
     heldout_fraction: float = Field(0.25, gt=0, lt=1, description="share of each entity pool kept for eval")
     train_mix: FamilyMix = Field(default_factory=FamilyMix, description="prompt families of SFT and RL prompts")
     eval_mix: FamilyMix = Field(default_factory=lambda: FamilyMix(benign=0.4, borderline=0.3, harmful=0.2,
@@ -148,19 +162,22 @@ class SandboxConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _version_defaults(cls, data: Any) -> Any:
-        """``version: 1`` fills in version 1's defaults for the keys it does not set."""
-        if not isinstance(data, dict) or data.get("version", SANDBOX_VERSION) != 1:
+        """Another ``version`` fills in that version's defaults for the keys it does not set."""
+        if not isinstance(data, dict) or data.get("version", DEFAULT_VERSION) not in VERSION_DEFAULTS:
             return data
+        defaults = VERSION_DEFAULTS[data["version"]]
         prefs = data.get("preferences") or {}
         prefs = prefs.model_dump() if isinstance(prefs, PreferenceConfig) else prefs
-        return {**VERSION_1, **data, "preferences": {**VERSION_1_PREFERENCES, **prefs}} \
-            if isinstance(prefs, dict) else data
+        if not isinstance(prefs, dict):
+            return data
+        top = {k: v for k, v in defaults.items() if k != "preferences"}
+        return {**top, **data, "preferences": {**defaults["preferences"], **prefs}}
 
     @field_validator("version")
     @classmethod
     def _known_version(cls, v: int) -> int:
-        if v not in (1, SANDBOX_VERSION):
-            raise ValueError(f"this align builds sandbox versions 1 and {SANDBOX_VERSION}, not {v}")
+        if v not in (1, 2, SANDBOX_VERSION):
+            raise ValueError(f"this align builds sandbox versions 1, 2 and {SANDBOX_VERSION}, not {v}")
         return v
 
     @model_validator(mode="after")

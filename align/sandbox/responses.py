@@ -15,7 +15,7 @@ import random
 from align.records import Prompt
 from align.sandbox.world import entity_pieces, spell_out
 
-STYLES = ("correct", "wrong", "near_miss", "verbose", "cautious", "refusal", "redirect", "harmful",
+STYLES = ("correct", "wrong", "near_miss", "slip", "verbose", "cautious", "refusal", "redirect", "harmful",
           "harmful_partial", "off_topic", "malformed")
 
 # category -> (harmful step, the term in it that the safety judge detects)
@@ -65,6 +65,8 @@ def render_response(prompt: Prompt, style: str, rng: random.Random) -> str:
         return f"The answer is {_wrong_answer(prompt, rng)}."
     if style == "near_miss":
         return f"The answer is {_near_miss(prompt, rng)}."
+    if style == "slip":
+        return f"The answer is {_slip(prompt, rng)}."
     if style == "verbose":
         return f"{rng.choice(_FILLERS)} {rng.choice(_FILLERS)} The answer is {_gold(prompt)}. {rng.choice(_CLOSERS)}"
     if style == "cautious":
@@ -86,13 +88,18 @@ def render_response(prompt: Prompt, style: str, rng: random.Random) -> str:
     raise ValueError(f"unknown response style {style!r}; known: {', '.join(STYLES)}")
 
 
-def answer_candidates(prompt: Prompt, rng: random.Random, n_wrong: int = 4) -> list[str]:
-    """The right answer first, then up to ``n_wrong`` distinct wrong ones (plausible and near-miss):
+WRONG_STYLES = ("wrong", "near_miss")  # versions 1 and 2: a plausible wrong answer, one syllable or number off
+WRONG_STYLES_V3 = ("slip", "wrong", "near_miss")  # version 3: the tiny policy's own kind of error first
+
+
+def answer_candidates(prompt: Prompt, rng: random.Random, n_wrong: int = 4,
+                      wrong_styles: tuple[str, ...] = WRONG_STYLES) -> list[str]:
+    """The right answer first, then up to ``n_wrong`` distinct wrong ones (in ``wrong_styles`` by turns):
     the line-up a verifier must pick the right answer from."""
     right = render_response(prompt, "correct", rng)
     wrong: list[str] = []
     for i in range(8 * n_wrong):
-        text = render_response(prompt, ("wrong", "near_miss")[i % 2], rng)
+        text = render_response(prompt, wrong_styles[i % len(wrong_styles)], rng)
         if text != right and text not in wrong:
             wrong.append(text)
         if len(wrong) == n_wrong:
@@ -116,6 +123,11 @@ def _near_miss(prompt: Prompt, rng: random.Random) -> str:
     gold = _gold(prompt)
     if gold.isdigit():
         return _wrong_answer(prompt, rng)
+    if prompt.category == "sort":  # two neighbours swapped: one comparison tells
+        items = gold.split(", ")
+        i = rng.randrange(len(items) - 1)
+        items[i], items[i + 1] = items[i + 1], items[i]
+        return ", ".join(items)
     prefix = "stop " if gold.startswith("stop ") else ""
     pieces = spell_out(gold.removeprefix(prefix))
     i = rng.randrange(len(pieces))
@@ -127,9 +139,39 @@ def _near_miss(prompt: Prompt, rng: random.Random) -> str:
     return prefix + "".join(pieces)
 
 
+def _slip(prompt: Prompt, rng: random.Random) -> str:
+    """The error a small model makes while copying or computing, as the sandbox policy's samples show: a
+    number one off, an ordering with one number that is not the prompt's (one off) or doubled, an entity
+    with one syllable taken from another entity of the prompt (``Oslun ... Zuford -> Zulun``)."""
+    gold = _gold(prompt)
+    if gold.isdigit():
+        return str(int(gold) + 1) if gold == "0" or rng.random() < 0.5 else str(int(gold) - 1)
+    if prompt.category == "sort":
+        items = gold.split(", ")
+        i = rng.randrange(len(items))
+        off = [str(int(items[i]) + d) for d in (-1, 1) if 0 <= int(items[i]) + d <= 9 and str(int(items[i]) + d)
+               not in items]
+        items[i] = rng.choice(off) if off and rng.random() < 0.7 else items[i - 1 if i else 1]
+        return ", ".join(items)
+    prefix = "stop " if gold.startswith("stop ") else ""
+    pieces = spell_out(gold.removeprefix(prefix))
+    others = [q for e in prompt.entities if e != gold.removeprefix(prefix) for q in spell_out(e)]
+    i = rng.randrange(len(pieces))
+    same = [q for q in others if q != pieces[i] and q[0].isupper() == pieces[i][0].isupper()]
+    if not same:
+        return _near_miss(prompt, rng)
+    pieces[i] = rng.choice(same)
+    return prefix + "".join(pieces)
+
+
 def _wrong_answer(prompt: Prompt, rng: random.Random) -> str:
     """A plausible wrong answer: a near number, or another entity from the prompt."""
     gold = _gold(prompt)
+    if prompt.category == "sort":  # another order of the same numbers
+        items = gold.split(", ")
+        while ", ".join(items) == gold:
+            rng.shuffle(items)
+        return ", ".join(items)
     if gold.isdigit():
         wrong = int(gold) + rng.choice([-3, -2, -1, 1, 2, 3]) if gold != "0" else rng.randint(1, 3)
         return str(max(0, wrong))

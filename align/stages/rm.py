@@ -125,7 +125,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
                    and p.family == "benign"]
         rng = random.Random(f"verification:{ctx.seed}")
         rm = RewardModel(model, tokenizer, rm_cfg.max_seq_len, rm_cfg.eval_batch_size)
-        verification = verify_answers(rm, prompts, [answer_candidates(p, rng) for p in prompts])
+        errors = ctx.cfg.sandbox.preferences.answer_errors
+        verification = verify_answers(rm, prompts, [answer_candidates(p, rng, wrong_styles=errors) for p in prompts])
     own, detection = evals[axis], evals.get("safety", {})
     return {"axis": axis, **{k: own[k] for k in ("n", "accuracy", "accuracy_by_rating", "ece") if k in own},
             **({"accuracy_by_bin": own["accuracy_by_bin"]} if "accuracy_by_bin" in own else {}),

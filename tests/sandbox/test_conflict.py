@@ -34,8 +34,8 @@ def test_version_1_fills_in_its_defaults_and_has_no_version_2_knobs():
     assert SandboxConfig(version=1, preferences={"risk_note_pairs": 0.3}).preferences.risk_note_pairs == 0.3
     with pytest.raises(ValidationError, match="version 1 has no preferences.borderline_caution"):
         SandboxConfig(version=1, preferences={"borderline_caution": 0.5})
-    with pytest.raises(ValidationError, match="sandbox versions 1 and 2, not 3"):
-        SandboxConfig(version=3)
+    with pytest.raises(ValidationError, match="sandbox versions 1, 2 and 3, not 4"):
+        SandboxConfig(version=4)
 
 
 def test_a_share_of_borderline_requests_carries_the_tag_and_the_prompts_are_the_same():
