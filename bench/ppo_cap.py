@@ -27,6 +27,7 @@ from align.evaluation.judge import get_judge
 from align.generate import sample_completions, sample_k
 from align.models import load_causal_lm, load_tokenizer
 from align.reward.client import RewardModel, RewardModels, score_responses
+from align.reward.metrics import right_wrong_auc
 from align.sandbox.build import read_prompts
 
 
@@ -50,20 +51,15 @@ def measure(run_dir: Path, round_id: str | None = None, k: int = 8, seed: int = 
     greedy = sample_completions(policy, tok, [p.text for p in prompts], temperature=0.0, top_p=1.0,
                                 max_new_tokens=cfg.eval.max_new_tokens, batch_size=64, seed=seed)
     greedy_right = sum(bool(judge.judge(p, g.text).correct) for p, g in zip(prompts, greedy))
-    wins = total = 0.0
-    for c, r in zip(correct, r_h):
-        right, wrong = r[c], r[~c]
-        if len(right) and len(wrong):
-            cmp = right[:, None] - wrong[None, :]
-            wins += float((cmp > 0).sum() + 0.5 * (cmp == 0).sum())
-            total += cmp.numel()
+    auc, _ = right_wrong_auc([list(zip(c.tolist(), r.tolist(), [p.category] * k))
+                              for c, r, p in zip(correct, r_h, prompts)])
     return {"round": record.id, "prompts": len(prompts), "k": k,
             "sampled": round(float(correct.float().mean()), 4),
             "greedy": round(greedy_right / len(prompts), 4),
             "rm_best_of_k": round(float(rm_pick.float().mean()), 4),
             "oracle_best_of_k": round(float(correct.any(1).float().mean()), 4),
             "prompts_with_right_and_wrong": int(((correct.any(1)) & (~correct.all(1))).sum()),
-            "rm_auc": round(wins / total, 4) if total else None}
+            "rm_auc": auc}
 
 
 def main() -> None:

@@ -65,6 +65,20 @@ def answer_verification(categories: Sequence[str], scores: Sequence[Sequence[flo
             "candidates": max((len(s) for s in scores), default=0)}
 
 
+def right_wrong_auc(groups: Sequence[Sequence[tuple[bool, float, str]]]) -> tuple[float | None, dict[str, float]]:
+    """Per group of answers to one prompt, ``(right, score, task)`` each: the pooled probability that a right
+    answer scores above a wrong one to the same prompt (ties count one half; 0.5: the scores cannot tell them
+    apart), overall and by task. Groups with only right or only wrong answers compare nothing."""
+    wins: dict[str, list[float]] = defaultdict(list)
+    for answers in groups:
+        for right, a, task in answers:
+            if right:
+                wins[task].extend(1.0 if a > b else 0.5 if a == b else 0.0 for ok, b, _ in answers if not ok)
+    pooled = [w for ws in wins.values() for w in ws]
+    return (round(sum(pooled) / len(pooled), 4) if pooled else None,
+            {t: round(sum(ws) / len(ws), 4) for t, ws in sorted(wins.items()) if ws})
+
+
 def labelled_responses(pairs: Sequence[PreferencePair], r_chosen: np.ndarray,
                        r_rejected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(sigmoid(R), unsafe)`` for every response of ``pairs`` that carries a safety label."""
