@@ -1,9 +1,9 @@
 """Can a helpfulness reward model check answers? Retrain one on a run's world with settings changed, and measure.
 
 From a run's sandbox world and SFT round (``align run configs/sandbox.yaml --until 01-sft``), the world's pairs are
-rebuilt with ``--world`` overrides of the ``sandbox:`` section (for example ``preferences.answer_pairs=1.0``), a
-helpfulness RM is trained from the SFT checkpoint with ``--rm`` overrides of ``reward.helpfulness`` (for example
-``lr=5e-4 epochs=2``), and reported:
+rebuilt from the run's config with ``--set`` overrides, as ``align run`` takes them (for example
+``sandbox.preferences.answer_pairs=1.0``), a helpfulness RM is trained from the SFT checkpoint as
+``reward.helpfulness`` says (for example ``reward.helpfulness.lr=5e-4``), and reported:
 
 - ``verification``: the right answer among five (chance 0.2), as the rm stage measures it, by task;
 - ``auc``: on the SFT round's own held-out answers (8 per benign prompt), the probability that the RM scores a right
@@ -12,7 +12,7 @@ helpfulness RM is trained from the SFT checkpoint with ``--rm`` overrides of ``r
 - ``loglik_auc``, ``loglik_best_of_8``: the same with the SFT policy's own log-likelihood in place of the RM (what
   regularized best-of-K adds to the reward).
 
-Usage: ``python -m bench.rm_verify --run-dir runs/v3 --rm lr=5e-4 epochs=2`` (about a minute an epoch).
+Usage: ``python -m bench.rm_verify --run-dir runs/v3 --set reward.helpfulness.lr=5e-4`` (about a minute an epoch).
 """
 
 from __future__ import annotations
@@ -20,14 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
 from accelerate.utils import set_seed
 
 from align.campaign import load_run
-from align.evaluation.reward import verify_answers
+from align.config import load_config
+from align.errors import AlignError
+from align.evaluation.reward import verify_on_world
 from align.generate import reference_logprobs
 from align.models import load_causal_lm, load_tokenizer
 from align.reward.client import RewardModel
@@ -36,35 +38,21 @@ from align.reward.metrics import right_wrong_auc
 from align.reward.model import load_reward_model
 from align.reward.train import evaluate_reward_model, train_reward_model
 from align.sandbox.build import generate_world
-from align.sandbox.config import SandboxConfig
-from align.sandbox.responses import answer_candidates
-from align.stages.rm import HelpfulnessRMConfig
-
-
-def _overrides(base: dict, pairs: Sequence[str]) -> dict:
-    out = json.loads(json.dumps(base))
-    for kv in pairs:
-        key, value = kv.split("=", 1)
-        *path, last = key.split(".")
-        node = out
-        for part in path:
-            node = node.setdefault(part, {})
-        node[last] = yaml.safe_load(value)
-    return out
 
 
 def best_of(groups: dict[str, list[tuple[bool, float, str]]]) -> float:
     return round(sum(max(g, key=lambda a: a[1])[0] for g in groups.values()) / len(groups), 4)
 
 
-def measure(run_dir: Path, world_set: Sequence[str] = (), rm_set: Sequence[str] = (), seed: int | None = None) -> dict:
-    cfg, store = load_run(run_dir)
+def measure(run_dir: Path, overrides: Sequence[str] = (), seed: int | None = None) -> dict:
+    _, store = load_run(run_dir)
+    # the run's resolved config with the project's --set overrides: every field is set there, so a version-3
+    # world from a version-2 run needs version 3's knobs named too
+    cfg = load_config(run_dir / "campaign.yaml", list(overrides))
     seed = cfg.seed if seed is None else seed
     sft = store.latest("sft")
-    # the run's resolved config sets every field: a version-3 world from a version-2 run needs its knobs named too
-    sandbox = SandboxConfig(**_overrides(cfg.sandbox.model_dump(), world_set))
-    world = generate_world(sandbox, seed)
-    rm_cfg = HelpfulnessRMConfig(**_overrides(cfg.reward.helpfulness.model_dump(), rm_set))
+    world = generate_world(cfg.sandbox, seed)
+    rm_cfg = cfg.reward.helpfulness
     pairs = mix_pairs(world.preferences["helpfulness_train"], world.preferences["safety_train"],
                       other_share=rm_cfg.other_axis_share, rng=random.Random(f"rm-mix:{seed}:helpfulness"))
     set_seed(seed)
@@ -73,10 +61,8 @@ def measure(run_dir: Path, world_set: Sequence[str] = (), rm_set: Sequence[str] 
     evals = evaluate_reward_model(model, tokenizer, {a: world.preferences[f"{a}_eval"] for a in ("helpfulness", "safety")},
                                   max_seq_len=rm_cfg.max_seq_len, batch_size=rm_cfg.eval_batch_size)
     rm = RewardModel(model, tokenizer, rm_cfg.max_seq_len, rm_cfg.eval_batch_size)
-    prompts = [p for p in world.eval_prompts if p.answer is not None and p.family == "benign"]
-    rng = random.Random(f"verification:{seed}")
-    errors = sandbox.preferences.answer_errors
-    verification = verify_answers(rm, prompts, [answer_candidates(p, rng, wrong_styles=errors) for p in prompts])
+    verification = verify_on_world(rm, world.eval_prompts, seed=seed,
+                                   wrong_styles=cfg.sandbox.preferences.answer_errors)
     rows = [json.loads(line) for line in sft.round.eval_samples.read_text().splitlines()]
     rows = [r for r in rows if r["family"] == "benign"]
     texts = ([r["prompt"] for r in rows], [r["response"] for r in rows])
@@ -89,7 +75,7 @@ def measure(run_dir: Path, world_set: Sequence[str] = (), rm_set: Sequence[str] 
         by_ll.setdefault(r["prompt_id"], []).append((r["correct"], ll, r["category"]))
     auc, auc_by_task = right_wrong_auc(list(by_rm.values()))
     ll_auc, ll_by_task = right_wrong_auc(list(by_ll.values()))
-    return {"world": list(world_set), "rm": list(rm_set), "steps": result.steps,
+    return {"set": list(overrides), "steps": result.steps,
             "train_seconds": round(result.train_seconds, 1),
             "accuracy": {a: m["accuracy"] for a, m in evals.items()},
             "significantly_better": evals["helpfulness"]["accuracy_by_rating"].get("significantly_better"),
@@ -102,10 +88,13 @@ def measure(run_dir: Path, world_set: Sequence[str] = (), rm_set: Sequence[str] 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", type=Path, default=Path("runs/sandbox"))
-    parser.add_argument("--world", nargs="*", default=[], help="sandbox overrides, key.path=value")
-    parser.add_argument("--rm", nargs="*", default=[], help="reward.helpfulness overrides, key=value")
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides of the run, key.path=value")
     args = parser.parse_args()
-    print(json.dumps(measure(args.run_dir, args.world, args.rm)))
+    try:
+        print(json.dumps(measure(args.run_dir, args.set)))
+    except AlignError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -8,12 +8,14 @@ rewards the form of an answer but cannot check it sits at chance, and best-of-K 
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any
 
 from align.records import Prompt
 from align.reward.client import RewardModel
 from align.reward.metrics import answer_verification
+from align.sandbox.responses import WRONG_STYLES, answer_candidates
 
 
 def verify_answers(rm: RewardModel, prompts: Sequence[Prompt], lineups: Sequence[Sequence[str]]) -> dict[str, Any]:
@@ -24,3 +26,12 @@ def verify_answers(rm: RewardModel, prompts: Sequence[Prompt], lineups: Sequence
     values = iter(rm.scores([p for p, _ in flat], [c for _, c in flat]).tolist())
     scores = [[next(values) for _ in cands] for cands in lineups]  # back into one line-up per prompt
     return answer_verification([p.category for p in prompts], scores)
+
+
+def verify_on_world(rm: RewardModel, eval_prompts: Sequence[Prompt], *, seed: int,
+                    wrong_styles: tuple[str, ...] = WRONG_STYLES) -> dict[str, Any]:
+    """Answer verification on a sandbox world's held-out benign prompts, each line-up the right answer and four
+    wrong ones in ``wrong_styles`` (``sandbox.preferences.answer_errors``), drawn from the seed's own stream."""
+    prompts = [p for p in eval_prompts if p.answer is not None and p.family == "benign"]
+    rng = random.Random(f"verification:{seed}")
+    return verify_answers(rm, prompts, [answer_candidates(p, rng, wrong_styles=wrong_styles) for p in prompts])

@@ -21,7 +21,7 @@ from accelerate.utils import set_seed
 from pydantic import Field
 
 from align.config import CampaignConfig, StageSpec, Strict
-from align.evaluation.reward import verify_answers
+from align.evaluation.reward import verify_on_world
 from align.models import save_model
 from align.preflight import model_problems, source_problems
 from align.records import PreferencePair, read_records
@@ -31,7 +31,6 @@ from align.reward.data import load_pair_sources, mix_pairs
 from align.reward.model import load_reward_model
 from align.reward.train import evaluate_reward_model, train_reward_model
 from align.sandbox.build import read_preferences, read_prompts
-from align.sandbox.responses import answer_candidates
 from align.stages import Planned, Stage, StageContext, register
 
 AXES = ("helpfulness", "safety")
@@ -121,12 +120,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
                                   max_seq_len=rm_cfg.max_seq_len, batch_size=rm_cfg.eval_batch_size)
     verification = None
     if axis == "helpfulness" and not rm_cfg.data:
-        prompts = [p for p in read_prompts(ctx.parents.sandbox.path, "eval") if p.answer is not None
-                   and p.family == "benign"]
-        rng = random.Random(f"verification:{ctx.seed}")
         rm = RewardModel(model, tokenizer, rm_cfg.max_seq_len, rm_cfg.eval_batch_size)
-        errors = ctx.cfg.sandbox.preferences.answer_errors
-        verification = verify_answers(rm, prompts, [answer_candidates(p, rng, wrong_styles=errors) for p in prompts])
+        verification = verify_on_world(rm, read_prompts(ctx.parents.sandbox.path, "eval"), seed=ctx.seed,
+                                       wrong_styles=ctx.cfg.sandbox.preferences.answer_errors)
     own, detection = evals[axis], evals.get("safety", {})
     return {"axis": axis, **{k: own[k] for k in ("n", "accuracy", "accuracy_by_rating", "ece") if k in own},
             **({"accuracy_by_bin": own["accuracy_by_bin"]} if "accuracy_by_bin" in own else {}),
