@@ -30,6 +30,10 @@ class RewardModelConfig(TrainingConfig):
                                                                   "0.5 helpfulness ('equal part'), 0.1 safety (90/10)")
     safety_aux_weight: float = Field(0.0, ge=0, description="weight of the safety sign term (safe > 0 > unsafe)")
     center_weight: float = Field(0.0, ge=0, description="weight of reward centering mean((r_c + r_r)^2)")
+    head: Literal["last", "loglik"] = Field("last", description="'last': the scalar head at the last token (Llama "
+                                            "2); 'loglik': plus c times the answer's mean log-likelihood under the "
+                                            "backbone's LM head, c learned (causal LMs; align.reward.head)")
+    loglik_coef: float = Field(1.0, description="head: loglik: the initial weight c of the mean log-likelihood")
     lm_coef: float = Field(0.0, ge=0, description="GRM: weight of the SFT loss on chosen answers through the "
                                                   "policy's LM head (keeps the backbone's knowledge; causal LMs)")
     disable_dropout: bool = Field(True, description="train without dropout (TRL's default): the reward is a "

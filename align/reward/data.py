@@ -112,6 +112,7 @@ class EncodedPair:
     rejected_safe: bool | None
     chosen_answer_len: int = 0  # answer tokens (EOS included) at the end of ``chosen``; 0 for encoders
     shared_len: int = 0  # tokens at the start that chosen and rejected both read once (causal LMs; 0: none)
+    rejected_answer_len: int = 0  # the same for ``rejected``
 
 
 def shared_prefix_len(chosen: Sequence[int], rejected: Sequence[int], chosen_answer_len: int) -> int:
@@ -129,16 +130,21 @@ def encode_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferenceP
     out = []
     for p in pairs:
         chosen, answer_len = encode_with_answer_len(tokenizer, p.prompt.text, p.chosen, max_len)
-        rejected = encode(tokenizer, p.prompt.text, p.rejected, max_len)
+        rejected, rejected_len = encode_with_answer_len(tokenizer, p.prompt.text, p.rejected, max_len)
         shared = shared_prefix_len(chosen, rejected, answer_len) if causal else 0
-        out.append(EncodedPair(chosen, rejected, p.rating, p.chosen_safe, p.rejected_safe, answer_len, shared))
+        out.append(EncodedPair(chosen, rejected, p.rating, p.chosen_safe, p.rejected_safe, answer_len, shared,
+                               rejected_len))
     return out
 
 
 def collate_pairs(batch: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded ``(2B, T)`` ids: the B chosen responses, then the B rejected ones."""
-    ids, mask = pad([e.chosen for e in batch] + [e.rejected for e in batch], pad_id, left=False)
-    return {"input_ids": ids, "attention_mask": mask}
+    """Right-padded ``(2B, T)`` ids: the B chosen responses, then the B rejected ones, with ``answers``, the
+    ``(2B, T)`` mask of their answer tokens."""
+    seqs = [e.chosen for e in batch] + [e.rejected for e in batch]
+    ids, mask = pad(seqs, pad_id, left=False)
+    answers = answer_mask([len(s) for s in seqs], [e.chosen_answer_len for e in batch]
+                          + [e.rejected_answer_len for e in batch], ids.shape[1])
+    return {"input_ids": ids, "attention_mask": mask, "answers": answers}
 
 
 def shared_layout_tokens(batch: Sequence[EncodedPair]) -> int:
@@ -175,9 +181,14 @@ def collate_shared_prefix(batch: Sequence[EncodedPair], pad_id: int) -> dict[str
             "chosen_answer": answer}
 
 
+def answer_mask(lengths: list[int], answer_lens: list[int], width: int) -> torch.Tensor:
+    """``(N, width)`` bool: each right-padded row's last ``answer_lens[i]`` tokens of its ``lengths[i]``."""
+    mask = torch.zeros((len(lengths), width), dtype=torch.bool)
+    for i, (n, a) in enumerate(zip(lengths, answer_lens)):
+        mask[i, n - a: n] = True
+    return mask
+
+
 def chosen_answer_mask(batch: Sequence[EncodedPair], width: int) -> torch.Tensor:
     """``(B, width)`` bool: the answer tokens of each chosen sequence as ``collate_pairs`` lays it out."""
-    mask = torch.zeros((len(batch), width), dtype=torch.bool)
-    for i, e in enumerate(batch):
-        mask[i, len(e.chosen) - e.chosen_answer_len: len(e.chosen)] = True
-    return mask
+    return answer_mask([len(e.chosen) for e in batch], [e.chosen_answer_len for e in batch], width)

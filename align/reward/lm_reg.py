@@ -31,13 +31,14 @@ if TYPE_CHECKING:
 LM_HEAD_KEY = "lm_head.weight"
 
 
-def _read_lm_head(init_dir: Path) -> torch.Tensor:
+def read_lm_head(init_dir: Path, *, why: str = "lm_coef > 0") -> torch.Tensor:
+    """An untied causal LM's ``lm_head.weight`` from its checkpoint's safetensors."""
     for file in sorted(Path(init_dir).glob("*.safetensors")):
         with safe_open(file, framework="pt") as f:
             if LM_HEAD_KEY in f.keys():
                 return f.get_tensor(LM_HEAD_KEY)
-    raise AlignError(f"{init_dir}: lm_coef > 0 needs the causal LM's '{LM_HEAD_KEY}' in the checkpoint's "
-                     "safetensors (an encoder such as MiniLM has no LM head: set lm_coef: 0)")
+    raise AlignError(f"{init_dir}: {why} needs the causal LM's '{LM_HEAD_KEY}' in the checkpoint's "
+                     "safetensors (an encoder such as MiniLM has no LM head)")
 
 
 class LMRegularizer:
@@ -50,7 +51,7 @@ class LMRegularizer:
             self.weight = model.get_input_embeddings().weight
             self.new_params: list[torch.nn.Parameter] = []
         else:
-            head = _read_lm_head(init_dir)
+            head = read_lm_head(init_dir)
             self.weight = torch.nn.Parameter(head.to(model.dtype).to(next(model.parameters()).device))
             self.new_params = [self.weight]
         if self.weight.shape[0] < model.get_input_embeddings().weight.shape[0]:

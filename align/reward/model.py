@@ -1,7 +1,8 @@
 """A reward model: a Hugging Face sequence classifier with one output, and batched scoring.
 
 A causal LM checkpoint (the SFT policy, the paper's choice) gets a new scalar head read at the last
-token; an encoder (MiniLM) reads its [CLS] token. Scores are raw rewards ``r(x, y)``; the gate reads
+token (and, with the ``loglik`` head, the answer's mean log-likelihood beside it: ``align.reward.head``);
+an encoder (MiniLM) reads its [CLS] token. Scores are raw rewards ``r(x, y)``; the gate reads
 them through a sigmoid.
 """
 
@@ -19,7 +20,8 @@ from align.chat import pad
 from align.config import ModelConfig
 from align.models import DTYPES, load_tokenizer, require_safetensors
 from align.progress import batches
-from align.reward.data import encode
+from align.reward.data import answer_mask, encode_with_answer_len
+from align.reward.head import load_head, sequence_rewards
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -42,6 +44,7 @@ def load_reward_model(path: str | Path, model_cfg: ModelConfig) -> tuple[PreTrai
     finally:
         hf_logging.set_verbosity(verbosity)
     model.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last non-pad token
+    load_head(model, path)
     return model, tokenizer
 
 
@@ -51,13 +54,15 @@ def score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: S
     """Raw rewards ``r(x, y)`` of each (prompt, response), batched by length; ``sigmoid`` gives [0, 1]."""
     model.eval()
     device = next(model.parameters()).device
-    ids = [encode(tokenizer, p, r, max_seq_len) for p, r in zip(prompts, responses)]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out = np.zeros(len(ids), dtype=np.float64)
+    encoded = [encode_with_answer_len(tokenizer, p, r, max_seq_len) for p, r in zip(prompts, responses)]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    out = np.zeros(len(encoded), dtype=np.float64)
     for start in batches(len(order), batch_size, desc="scoring"):
         idx = order[start:start + batch_size]
-        batch, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id, left=False)
-        rewards = model(input_ids=batch.to(device), attention_mask=mask.to(device)).logits[:, 0].float().cpu()
+        seqs = [encoded[i][0] for i in idx]
+        batch, mask = pad(seqs, tokenizer.pad_token_id, left=False)
+        answers = answer_mask([len(s) for s in seqs], [encoded[i][1] for i in idx], batch.shape[1])
+        rewards = sequence_rewards(model, batch.to(device), mask.to(device), answers.to(device)).cpu()
         out[idx] = rewards.numpy()
     return out
 

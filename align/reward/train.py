@@ -22,9 +22,10 @@ from align.errors import AlignError
 from align.models import disable_dropout
 from align.records import PreferencePair
 from align.reward.config import RewardModelConfig
-from align.reward.data import (EncodedPair, chosen_answer_mask, collate_pairs, collate_shared_prefix, encode_pairs,
+from align.reward.data import (EncodedPair, collate_pairs, collate_shared_prefix, encode_pairs,
                                shared_layout_tokens)
 from align.reward.lm_reg import LMRegularizer
+from align.reward.head import attach_head, sequence_rewards
 from align.reward.loss import centering_loss, margins_for, ranking_loss, safety_sign_loss
 from align.reward.metrics import preference_metrics, unsafe_detection_metrics
 from align.reward.model import score
@@ -82,7 +83,7 @@ def collate(batch: Sequence[EncodedPair], *, pad_id: int, margin: str, share_pro
     inputs = collate_shared_prefix(batch, pad_id) if pays else None
     if inputs is None:
         inputs = collate_pairs(batch, pad_id)
-        inputs["chosen_answer"] = chosen_answer_mask(batch, inputs["input_ids"].shape[1])
+        inputs["chosen_answer"] = inputs["answers"][:len(batch)]
     return {**inputs, "margin": margins_for([e.rating for e in batch], margin),
             "safe": torch.tensor([[-1 if s is None else int(s) for s in (e.chosen_safe, e.rejected_safe)]
                                   for e in batch], dtype=torch.long)}
@@ -94,7 +95,7 @@ def pair_rewards(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tupl
     continue (the same rewards, the prompt read once)."""
     if "prefix_ids" not in batch:
         n = len(batch["margin"])
-        rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float()
+        rewards = sequence_rewards(model, batch["input_ids"], batch["attention_mask"], batch.get("answers"))
         return rewards[:n], rewards[n:]
     cache = model(input_ids=batch["prefix_ids"], attention_mask=batch["prefix_mask"],
                   position_ids=batch["prefix_positions"], use_cache=True).cache
@@ -154,10 +155,13 @@ def train_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     if cfg.disable_dropout:
         disable_dropout(model)
     reg = LMRegularizer(model, init_dir) if cfg.lm_coef > 0 else None
+    head = attach_head(model, cfg.head, coef=cfg.loglik_coef, init_dir=init_dir)
     objective = RankingObjective(cfg, reg)
-    params = [p for p in model.parameters() if p.requires_grad] + (reg.new_params if reg else [])
-    # one process: a prefix forward and a suffix forward per micro-batch (DDP wants one forward per backward)
-    share = cfg.share_prompt and distributed.world()[1] == 1
+    params = ([p for p in model.parameters() if p.requires_grad] + (reg.new_params if reg else [])
+              + (head.new_params if head else []))
+    # one process: a prefix forward and a suffix forward per micro-batch (DDP wants one forward per backward);
+    # the loglik head reads every answer token of both sequences: the plain layout
+    share = cfg.share_prompt and distributed.world()[1] == 1 and head is None
     result = train(model, encoded, partial(collate, pad_id=tokenizer.pad_token_id, margin=cfg.margin,
                                            share_prompt=share), objective, cfg,
                    # batches of similar longest sequence in either layout: grouping by answer length instead

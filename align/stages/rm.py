@@ -28,6 +28,7 @@ from align.records import PreferencePair, read_records
 from align.reward.client import RewardModel
 from align.reward.config import RewardModelConfig
 from align.reward.data import load_pair_sources, mix_pairs
+from align.reward.head import save_head
 from align.reward.model import load_reward_model
 from align.reward.train import evaluate_reward_model, train_reward_model
 from align.sandbox.build import read_preferences, read_prompts
@@ -115,6 +116,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             f"loss {result.first_loss:.3f} -> {result.final_loss:.3f}")
     # 4. save
     save_model(model, tokenizer, ctx.out.reward_model, adapter_dir=ctx.out.reward_model)
+    save_head(model, ctx.out.reward_model)
     # 5. measure: both axes' held-out pairs, and answer verification on the world
     evals = evaluate_reward_model(model, tokenizer, {axis: pairs[f"{axis}_eval"], other: pairs[f"{other}_eval"]},
                                   max_seq_len=rm_cfg.max_seq_len, batch_size=rm_cfg.eval_batch_size)
