@@ -10,7 +10,8 @@ rebuilt from the run's config with ``--set`` overrides, as ``align run`` takes t
   answer above a wrong one to the same prompt (0.5: it cannot tell them apart), by task;
 - ``rm_best_of_8`` against ``sampled``: the RM's pick among each prompt's answers, and a random one;
 - ``loglik_auc``, ``loglik_best_of_8``: the same with the SFT policy's own log-likelihood in place of the RM (what
-  regularized best-of-K adds to the reward).
+  regularized best-of-K adds to the reward); ``mean_loglik_*``: its mean over the answer's tokens (what the
+  ``loglik`` reward head starts from).
 
 Usage: ``python -m bench.rm_verify --run-dir runs/v3 --set reward.helpfulness.lr=5e-4`` (about a minute an epoch).
 """
@@ -30,7 +31,8 @@ from align.campaign import load_run
 from align.config import load_config
 from align.errors import AlignError
 from align.evaluation.reward import verify_on_world
-from align.generate import reference_logprobs
+from align.chat import answer_ids
+from align.generate import sequence_logprobs
 from align.models import load_causal_lm, load_tokenizer
 from align.reward.client import RewardModel
 from align.reward.data import mix_pairs
@@ -67,12 +69,16 @@ def measure(run_dir: Path, overrides: Sequence[str] = (), seed: int | None = Non
     rows = [r for r in rows if r["family"] == "benign"]
     texts = ([r["prompt"] for r in rows], [r["response"] for r in rows])
     policy = load_causal_lm(sft.round.model, cfg.model)
+    policy_tokenizer = load_tokenizer(sft.round.model)
+    token_lps = sequence_logprobs(policy, policy_tokenizer, texts[0], [answer_ids(policy_tokenizer, a) for a in texts[1]],
+                                  batch_size=64)
     by_rm: dict[str, list] = {}
     by_ll: dict[str, list] = {}
-    for r, s, ll in zip(rows, rm.scores(*texts).tolist(),
-                        reference_logprobs(policy, load_tokenizer(sft.round.model), *texts, batch_size=64)):
+    by_mean: dict[str, list] = {}
+    for r, s, lps in zip(rows, rm.scores(*texts).tolist(), token_lps):
         by_rm.setdefault(r["prompt_id"], []).append((r["correct"], s, r["category"]))
-        by_ll.setdefault(r["prompt_id"], []).append((r["correct"], ll, r["category"]))
+        by_ll.setdefault(r["prompt_id"], []).append((r["correct"], sum(lps), r["category"]))
+        by_mean.setdefault(r["prompt_id"], []).append((r["correct"], sum(lps) / len(lps), r["category"]))
     auc, auc_by_task = right_wrong_auc(list(by_rm.values()))
     ll_auc, ll_by_task = right_wrong_auc(list(by_ll.values()))
     return {"set": list(overrides), "steps": result.steps,
@@ -82,7 +88,8 @@ def measure(run_dir: Path, overrides: Sequence[str] = (), seed: int | None = Non
             "verification": verification["top1"], "verification_by_task": verification["top1_by_category"],
             "auc": auc, "auc_by_task": auc_by_task, "sampled": round(sum(r["correct"] for r in rows) / len(rows), 4),
             "rm_best_of_8": best_of(by_rm), "loglik_auc": ll_auc, "loglik_auc_by_task": ll_by_task,
-            "loglik_best_of_8": best_of(by_ll)}
+            "loglik_best_of_8": best_of(by_ll), "mean_loglik_auc": right_wrong_auc(list(by_mean.values()))[0],
+            "mean_loglik_best_of_8": best_of(by_mean)}
 
 
 def main() -> None:
