@@ -113,12 +113,16 @@ def sequence_rewards(model: torch.nn.Module, input_ids: torch.Tensor, attention_
         return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
     if answers is None:
         raise ValueError("the loglik reward head needs the answer-token mask")
+    # through the wrapper (DDP syncs its gradients, peft its adapters), the backbone's output caught on the way
     plain = _plain(model)
-    hidden = plain.get_submodule(plain.base_model_prefix)(input_ids=input_ids,
-                                                          attention_mask=attention_mask).last_hidden_state
-    last = (torch.arange(input_ids.shape[1], device=input_ids.device) * attention_mask).argmax(-1)
-    scalar = plain.score(hidden[torch.arange(len(input_ids), device=input_ids.device), last])[:, 0].float()
-    return scalar + head.coef * mean_answer_logprob(hidden, input_ids, answers, head.lm_weight)
+    caught: list[torch.Tensor] = []
+    handle = plain.get_submodule(plain.base_model_prefix).register_forward_hook(
+        lambda _m, _args, out: caught.append(out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]))
+    try:
+        scalar = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
+    finally:
+        handle.remove()
+    return scalar + head.coef * mean_answer_logprob(caught[-1], input_ids, answers, head.lm_weight)
 
 
 def save_head(model: torch.nn.Module, model_dir: Path) -> None:
