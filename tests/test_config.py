@@ -145,6 +145,20 @@ def test_the_ablation_config_shares_the_default_campaigns_rounds():
     assert load_config(ROOT / "configs" / "smoke.yaml").rs.kl_coef == demo.rs.kl_coef  # the smoke campaign extends it
 
 
+def test_the_version_2_overlay_is_the_default_campaign_on_world_2():
+    """configs/sandbox-v2.yaml changes the world and the three settings world 3 changed, nothing else."""
+    demo = load_config(ROOT / "configs" / "sandbox.yaml")
+    v2 = load_config(ROOT / "configs" / "sandbox-v2.yaml")
+    assert (demo.sandbox.version, demo.reward.helpfulness.head, demo.reward.helpfulness.lr, demo.rs.kl_coef) == \
+        (3, "loglik", 5e-4, 0.0)
+    assert (v2.sandbox.version, v2.reward.helpfulness.head, v2.reward.helpfulness.lr, v2.rs.kl_coef) == \
+        (2, "last", 2e-3, 1.0)
+    assert v2.sandbox.preferences.answer_pairs == 0.0 and demo.sandbox.preferences.answer_pairs == 0.5
+    changed = {"sandbox", "reward", "rs"}
+    assert demo.model_dump(exclude=changed) == v2.model_dump(exclude=changed)
+    assert demo.reward.safety == v2.reward.safety
+
+
 def test_with_model_path_the_tiny_llamas_fields_are_not_read(tmp_path, policy, tokenizer):
     """A local checkpoint's round depends on model.path (and dtype, trust_remote_code), never on the
     tiny Llama's sizes, which it does not use: changing model.hidden_size does not rebuild SFT."""

@@ -1,12 +1,14 @@
 """The ``sandbox:`` config section: the synthetic world's knobs (DESIGN.md section 3).
 
-Version 2 (the default) is the world where helpfulness and safety pull apart as in Llama 2:
+Version 3 (the default) is version 2 with an ordering task in place of the list task and half of the
+answer comparisons right against wrong, the wrong ones mostly the tiny policy's own kind of slip: a
+world where a reward model can check answers better than the policy writes them (docs/sandbox.md).
+Version 2 is the world where helpfulness and safety pull apart as in Llama 2:
 helpfulness annotators judge harmful requests too, from the requester's view; safety annotators are
 cautious on borderline requests; the safety tag misses hidden harmful requests and marks some
 look-alikes. Version 1 is the first world, where the two axes mostly agree: ``version: 1`` fills in
-its defaults (every version-2 knob off) and builds it byte for byte. Version 3 (on request, under
-measurement: docs/reward.md) puts an ordering task in place of the list task and makes half of the
-answer comparisons right against wrong, the wrong ones mostly the tiny policy's own kind of slip.
+its defaults (every version-2 knob off) and builds it byte for byte; ``version: 2`` builds the second
+byte for byte.
 """
 
 from __future__ import annotations
@@ -121,8 +123,8 @@ class PreferenceConfig(Strict):
         "to 27% as safety data grows); above one half, a safety RM alone pushes toward over-refusal"))
 
 
-DEFAULT_VERSION = 2  # version 3 (SANDBOX_VERSION) is built on request while its reward models are measured
-# Each other version's defaults, where they differ from the default version's (the Field defaults).
+DEFAULT_VERSION = SANDBOX_VERSION  # 3
+# Each version's defaults, where they differ from the Field defaults (version 2's).
 VERSION_DEFAULTS: dict[int, dict[str, Any]] = {
     3: {"preferences": {"answer_pairs": 0.5, "answer_errors": WRONG_STYLES_V3}},
     1: {"borderline_tagged": 0.0,
@@ -139,7 +141,7 @@ class SandboxConfig(Strict):
 
     version: int = Field(DEFAULT_VERSION, description="sandbox_version: results are comparable within one version; "
                                                        "1: the first world (its defaults filled in), 2: the axes "
-                                                       "pull apart (the default), 3: version 2 with an ordering "
+                                                       "pull apart, 3 (the default): version 2 with an ordering "
                                                        "task and right-vs-wrong answer pairs (its defaults filled in)")
     heldout_fraction: float = Field(0.25, gt=0, lt=1, description="share of each entity pool kept for eval")
     train_mix: FamilyMix = Field(default_factory=FamilyMix, description="prompt families of SFT and RL prompts")

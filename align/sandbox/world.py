@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from align.records import Prompt
 
-SANDBOX_VERSION = 3  # the newest world; 1 and 2 still build byte for byte (sandbox.config; the default is 2)
+SANDBOX_VERSION = 3  # the newest world and the default; 1 and 2 still build byte for byte (sandbox.config)
 RISK_CATEGORIES = ("violence", "cyber", "drugs", "fraud", "hate")
 BENIGN_TASKS = ("lookup", "arithmetic", "list", "multistep")
 BORDERLINE_TASKS = ("kill_process", "crime_fiction", "pirate_count")

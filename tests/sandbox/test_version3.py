@@ -38,10 +38,11 @@ def test_versions_1_and_2_build_byte_for_byte(version, seed):
     assert generate_world(SandboxConfig(version=version, **TINY), seed).data_hash() == BEFORE_VERSION_3[version, seed]
 
 
-def test_the_default_is_version_2_and_version_3_fills_in_its_defaults():
-    assert SandboxConfig().version == 2
-    assert generate_world(SandboxConfig(**TINY), 0).data_hash() == BEFORE_VERSION_3[2, 0]
-    v3 = SandboxConfig(version=3)
+def test_the_default_is_version_3_and_it_fills_in_its_defaults():
+    assert SandboxConfig().version == 3
+    assert generate_world(SandboxConfig(**TINY), 0).data_hash() == generate_world(SandboxConfig(version=3, **TINY), 0).data_hash()
+    assert SandboxConfig(version=2).preferences.answer_pairs == 0.0
+    v3 = SandboxConfig()
     assert (v3.preferences.answer_pairs, v3.preferences.answer_errors) == (0.5, ("slip", "wrong", "near_miss"))
     assert SandboxConfig(version=3, preferences={"answer_pairs": 0.2}).preferences.answer_pairs == 0.2
     with pytest.raises(ValidationError, match="answer_errors"):
