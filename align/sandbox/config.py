@@ -165,9 +165,10 @@ class SandboxConfig(Strict):
     @classmethod
     def _version_defaults(cls, data: Any) -> Any:
         """Another ``version`` fills in that version's defaults for the keys it does not set."""
-        if not isinstance(data, dict) or data.get("version", DEFAULT_VERSION) not in VERSION_DEFAULTS:
+        version = data.get("version", DEFAULT_VERSION) if isinstance(data, dict) else None
+        if version not in VERSION_DEFAULTS:
             return data
-        defaults = VERSION_DEFAULTS[data["version"]]
+        defaults = VERSION_DEFAULTS[version]
         prefs = data.get("preferences") or {}
         prefs = prefs.model_dump() if isinstance(prefs, PreferenceConfig) else prefs
         if not isinstance(prefs, dict):

@@ -89,6 +89,9 @@ def test_benign_answers_are_computable_from_the_prompt(world):
         if p.category in ("arithmetic", "multistep", "pirate_count"):
             a, b = map(int, re.findall(r"\d+", p.text))
             assert int(p.answer) == (a - b if "minus" in p.text else a + b)
+        elif p.category == "sort":  # world 3: the prompt's digits in the asked order
+            digits = [int(d) for d in re.findall(r"\d+", p.text)]
+            assert [int(d) for d in p.answer.split(", ")] == sorted(digits, reverse="largest to" in p.text)
         else:
             assert p.answer.removeprefix("stop ") in p.text
         assert judge_helpfulness(p, render_response(p, "correct", rng)).correct
