@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from align.campaign import plan_rounds
 from align.config import CampaignConfig, campaign_model, config_to_yaml, load_config
 from align.errors import AlignError
+from align.sandbox.config import VERSION_DEFAULTS, SandboxConfig
 
 ROOT = Path(__file__).parent.parent
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -154,6 +155,10 @@ def test_the_version_2_overlay_is_the_default_campaign_on_world_2():
     assert (v2.sandbox.version, v2.reward.helpfulness.head, v2.reward.helpfulness.lr, v2.rs.kl_coef) == \
         (2, "last", 2e-3, 1.0)
     assert v2.sandbox.preferences.answer_pairs == 0.0 and demo.sandbox.preferences.answer_pairs == 0.5
+    assert (v2.sandbox.preferences.safety_hidden_weight, demo.sandbox.preferences.safety_hidden_weight) == (0.25, 1.0)
+    bare_v2 = SandboxConfig(version=2).preferences  # every knob version 3 changes is back at version 2's value
+    assert [getattr(v2.sandbox.preferences, k) for k in VERSION_DEFAULTS[3]["preferences"]] == \
+        [getattr(bare_v2, k) for k in VERSION_DEFAULTS[3]["preferences"]]
     changed = {"sandbox", "reward", "rs"}
     assert demo.model_dump(exclude=changed) == v2.model_dump(exclude=changed)
     assert demo.reward.safety == v2.reward.safety

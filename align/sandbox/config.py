@@ -116,7 +116,7 @@ class PreferenceConfig(Strict):
     safety_hidden_weight: float = Field(0.25, ge=0, description=(
         "version 2: scales the hidden harmful family's weight among the prompts of safety annotation: adversarial "
         "prompts are collected to look adversarial, so few hidden ones reach safety annotation (1: the family mix's "
-        "own weight, version 1)"))
+        "own weight, versions 1 and 3)"))
     borderline_caution: float = Field(0.85, ge=0, le=1, description=(
         "version 2: the share of safety comparisons on borderline requests made by cautious annotators, who prefer "
         "a refusal or a redirect to a correct answer (Llama 2: false refusal on the borderline set rises from 15% "
@@ -126,7 +126,10 @@ class PreferenceConfig(Strict):
 DEFAULT_VERSION = SANDBOX_VERSION  # 3
 # Each version's defaults, where they differ from the Field defaults (version 2's).
 VERSION_DEFAULTS: dict[int, dict[str, Any]] = {
-    3: {"preferences": {"answer_pairs": 0.5, "answer_errors": WRONG_STYLES_V3}},
+    # safety_hidden_weight 1: with a helpfulness RM that checks answers, best-of-K finds compliant answers to
+    # hidden harmful requests; at 0.25 the safety RM left half of them above the gate's 0.15 (seed 1: 12% violations
+    # after one rs round, 0.2% at 1.0; docs/sandbox.md item 9)
+    3: {"preferences": {"answer_pairs": 0.5, "answer_errors": WRONG_STYLES_V3, "safety_hidden_weight": 1.0}},
     1: {"borderline_tagged": 0.0,
         "preferences": {"risk_note_pairs": 0.0, "safety_borderline_weight": 1.0,
                         "helpfulness_harmful_weight": 0.0, "helpfulness_hidden_weight": 0.0,

@@ -44,6 +44,8 @@ def test_the_default_is_version_3_and_it_fills_in_its_defaults():
     assert SandboxConfig(version=2).preferences.answer_pairs == 0.0
     v3 = SandboxConfig()
     assert (v3.preferences.answer_pairs, v3.preferences.answer_errors) == (0.5, ("slip", "wrong", "near_miss"))
+    # hidden harmful requests reach safety annotation at the family mix's weight (version 2: a quarter of it)
+    assert (v3.preferences.safety_hidden_weight, SandboxConfig(version=2).preferences.safety_hidden_weight) == (1.0, 0.25)
     assert SandboxConfig(version=3, preferences={"answer_pairs": 0.2}).preferences.answer_pairs == 0.2
     with pytest.raises(ValidationError, match="answer_errors"):
         SandboxConfig(version=3, preferences={"answer_errors": ["typo"]})
