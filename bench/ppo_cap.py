@@ -9,7 +9,8 @@ round) at the evaluation temperature; reported:
   reward models can at best select for);
 - ``oracle_best_of_k``: a correct answer whenever one of the K is (what the policy can produce at all);
 - ``rm_auc``: per prompt with both right and wrong answers, the probability that the helpfulness RM
-  scores a right answer above a wrong one (0.5: it cannot tell them apart), pooled.
+  scores a right answer above a wrong one (0.5: it cannot tell them apart), pooled, with a 95% bootstrap
+  interval over prompts (``rm_auc_ci95``) and by task.
 
 Usage: ``python -m bench.ppo_cap --run-dir runs/sandbox [--round 10-rs] [--k 8]``.
 """
@@ -27,7 +28,7 @@ from align.evaluation.judge import get_judge
 from align.generate import sample_completions, sample_k
 from align.models import load_causal_lm, load_tokenizer
 from align.reward.client import RewardModel, RewardModels, score_responses
-from align.reward.metrics import right_wrong_auc
+from align.reward.metrics import right_wrong_auc, right_wrong_auc_ci
 from align.sandbox.build import read_prompts
 
 
@@ -51,15 +52,15 @@ def measure(run_dir: Path, round_id: str | None = None, k: int = 8, seed: int = 
     greedy = sample_completions(policy, tok, [p.text for p in prompts], temperature=0.0, top_p=1.0,
                                 max_new_tokens=cfg.eval.max_new_tokens, batch_size=64, seed=seed)
     greedy_right = sum(bool(judge.judge(p, g.text).correct) for p, g in zip(prompts, greedy))
-    auc, _ = right_wrong_auc([list(zip(c.tolist(), r.tolist(), [p.category] * k))
-                              for c, r, p in zip(correct, r_h, prompts)])
+    groups = [list(zip(c.tolist(), r.tolist(), [p.category] * k)) for c, r, p in zip(correct, r_h, prompts)]
+    auc, auc_by_task = right_wrong_auc(groups)
     return {"round": record.id, "prompts": len(prompts), "k": k,
             "sampled": round(float(correct.float().mean()), 4),
             "greedy": round(greedy_right / len(prompts), 4),
             "rm_best_of_k": round(float(rm_pick.float().mean()), 4),
             "oracle_best_of_k": round(float(correct.any(1).float().mean()), 4),
             "prompts_with_right_and_wrong": int(((correct.any(1)) & (~correct.all(1))).sum()),
-            "rm_auc": auc}
+            "rm_auc": auc, "rm_auc_ci95": right_wrong_auc_ci(groups, seed=seed), "rm_auc_by_task": auc_by_task}
 
 
 def main() -> None:

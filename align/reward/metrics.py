@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from align.combine.calibrate import threshold_sweep
+from align.evaluation.metrics import wilson_interval
 from align.records import RATINGS, SAFETY_BINS, PreferencePair
 
 THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -60,7 +61,9 @@ def answer_verification(categories: Sequence[str], scores: Sequence[Sequence[flo
     by: dict[str, list[float]] = defaultdict(list)
     for c, t in zip(categories, top1):
         by[c].append(t)
+    ci = wilson_interval(float(np.mean(top1)), len(top1)) if top1 else None
     return {"n": len(top1), "top1": round(float(np.mean(top1)), 4) if top1 else None,
+            "top1_ci95": [round(x, 4) for x in ci] if ci else None,
             "top1_by_category": {c: round(float(np.mean(v)), 4) for c, v in sorted(by.items())},
             "candidates": max((len(s) for s in scores), default=0)}
 
@@ -77,6 +80,24 @@ def right_wrong_auc(groups: Sequence[Sequence[tuple[bool, float, str]]]) -> tupl
     pooled = [w for ws in wins.values() for w in ws]
     return (round(sum(pooled) / len(pooled), 4) if pooled else None,
             {t: round(sum(ws) / len(ws), 4) for t, ws in sorted(wins.items()) if ws})
+
+
+def right_wrong_auc_ci(groups: Sequence[Sequence[tuple[bool, float, str]]], *, resamples: int = 2000,
+                       seed: int = 0) -> list[float] | None:
+    """95% percentile-bootstrap interval of :func:`right_wrong_auc`'s pooled value, prompts resampled (a
+    prompt's comparisons stay together: they share its answers)."""
+    per_prompt = []
+    for answers in groups:
+        wins = [1.0 if a > b else 0.5 if a == b else 0.0 for right, a, _ in answers if right
+                for ok, b, _ in answers if not ok]
+        if wins:
+            per_prompt.append((sum(wins), len(wins)))
+    if not per_prompt:
+        return None
+    won, n = np.array(per_prompt, dtype=np.float64).T
+    idx = np.random.default_rng(seed).integers(0, len(won), size=(resamples, len(won)))
+    lo, hi = np.percentile(won[idx].sum(axis=1) / n[idx].sum(axis=1), [2.5, 97.5])
+    return [round(float(lo), 4), round(float(hi), 4)]
 
 
 def labelled_responses(pairs: Sequence[PreferencePair], r_chosen: np.ndarray,

@@ -72,6 +72,7 @@ def test_answer_verification_counts_strict_wins_of_the_right_answer():
     scores = [[2.0, 1.0, 0.5], [1.0, 1.0, 0.0], [0.1, 0.9, 0.0], [3.0, -1.0, 2.9]]
     m = answer_verification(["a", "a", "b", "b"], scores)
     assert m["n"] == 4 and m["top1"] == 0.5  # a tie (row 2) is not a win
+    assert m["top1_ci95"] == [0.15, 0.85]  # Wilson: center 0.5, half 1.96 sqrt(1/16 + 1.96^2/64) / (1 + 1.96^2/4)
     assert m["top1_by_category"] == {"a": 0.5, "b": 0.5} and m["candidates"] == 3
 
 
