@@ -68,15 +68,21 @@ def answer_verification(categories: Sequence[str], scores: Sequence[Sequence[flo
             "candidates": max((len(s) for s in scores), default=0)}
 
 
+def _comparisons(answers: Sequence[tuple[bool, float, str]]) -> list[tuple[str, float]]:
+    """Every (right, wrong) pair of one prompt's answers: the right one's task and 1 / 0.5 / 0 as it scores
+    above, level with or below the wrong one."""
+    return [(task, 1.0 if a > b else 0.5 if a == b else 0.0) for right, a, task in answers if right
+            for ok, b, _ in answers if not ok]
+
+
 def right_wrong_auc(groups: Sequence[Sequence[tuple[bool, float, str]]]) -> tuple[float | None, dict[str, float]]:
     """Per group of answers to one prompt, ``(right, score, task)`` each: the pooled probability that a right
     answer scores above a wrong one to the same prompt (ties count one half; 0.5: the scores cannot tell them
     apart), overall and by task. Groups with only right or only wrong answers compare nothing."""
     wins: dict[str, list[float]] = defaultdict(list)
     for answers in groups:
-        for right, a, task in answers:
-            if right:
-                wins[task].extend(1.0 if a > b else 0.5 if a == b else 0.0 for ok, b, _ in answers if not ok)
+        for task, w in _comparisons(answers):
+            wins[task].append(w)
     pooled = [w for ws in wins.values() for w in ws]
     return (round(sum(pooled) / len(pooled), 4) if pooled else None,
             {t: round(sum(ws) / len(ws), 4) for t, ws in sorted(wins.items()) if ws})
@@ -88,8 +94,7 @@ def right_wrong_auc_ci(groups: Sequence[Sequence[tuple[bool, float, str]]], *, r
     prompt's comparisons stay together: they share its answers)."""
     per_prompt = []
     for answers in groups:
-        wins = [1.0 if a > b else 0.5 if a == b else 0.0 for right, a, _ in answers if right
-                for ok, b, _ in answers if not ok]
+        wins = [w for _, w in _comparisons(answers)]
         if wins:
             per_prompt.append((sum(wins), len(wins)))
     if not per_prompt:
