@@ -23,6 +23,8 @@ weights and names it in ``config.json``, and ``load_head`` reads it back.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -133,10 +135,15 @@ def save_head(model: torch.nn.Module, model_dir: Path) -> None:
     tensors = {"coef": head.coef.detach().float().cpu()}
     if not head.tied:
         tensors["lm_head.weight"] = head.lm_weight.detach().cpu().contiguous()
-    save_file(tensors, str(Path(model_dir) / HEAD_FILE))
+    # new files put in place, never written through: under a multi-process launch the other processes' folders
+    # hold hard links to the main process's files (models.save_model), and each process saves its own head
+    model_dir = Path(model_dir)
+    save_file(tensors, str(model_dir / f"{HEAD_FILE}.tmp"))
+    os.replace(model_dir / f"{HEAD_FILE}.tmp", model_dir / HEAD_FILE)
     plain = _plain(model)
     plain.config.update({CONFIG_KEY: "loglik"})
-    plain.config.to_json_file(str(Path(model_dir) / "config.json"))
+    plain.config.to_json_file(str(model_dir / "config.json.tmp"))
+    os.replace(model_dir / "config.json.tmp", model_dir / "config.json")
 
 
 def load_head(model: PreTrainedModel, model_dir: Path) -> None:

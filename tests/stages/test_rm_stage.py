@@ -31,15 +31,22 @@ def test_rm_rounds_write_a_scalar_head_model_and_paper_metrics(completed_smoke_r
                                                  "negligibly_better"}
         assert set(m["cross_axis"]) == {"helpfulness", "safety"} and m["cross_axis"][axis] == m["accuracy"]
         assert "0.15" in m["unsafe_detection"] and 0 <= m["ece"] <= 1
-        weights = load_file(next((run_dir / "rounds" / round_id / "rm").glob("*.safetensors")))
+        weights = load_file(run_dir / "rounds" / round_id / "rm" / "model.safetensors")
         assert weights["score.weight"].shape == (1, 32)  # one output on the policy's hidden size
+    # world 3's helpfulness RM has the loglik head (configs/sandbox.yaml): its learned coefficient beside the
+    # classifier (the sandbox's embeddings are tied, so no LM head of its own); the safety RM is a plain classifier
+    head = load_file(run_dir / "rounds" / "03-rm-helpfulness" / "rm" / "reward_head.safetensors")
+    assert set(head) == {"coef"} and head["coef"].numel() == 1
+    assert not (run_dir / "rounds" / "04-rm-safety" / "rm" / "reward_head.safetensors").exists()
     assert "accuracy_by_bin" in _metrics(run_dir, "04-rm-safety")
     # The sandbox helpfulness RM is also asked to pick the right answer among 5 on held-out prompts.
     v = _metrics(run_dir, "03-rm-helpfulness")["verification"]
     benign = sum(json.loads(line)["family"] == "benign" for line in
                  (run_dir / "rounds" / "00-sandbox" / "eval_prompts.jsonl").read_text().splitlines())
     assert v["n"] == benign > 0 and v["candidates"] == 5 and 0 <= v["top1"] <= 1
-    assert set(v["top1_by_category"]) <= {"lookup", "arithmetic", "list", "multistep"}
+    assert set(v["top1_by_category"]) <= {"lookup", "arithmetic", "sort", "multistep"}
+    lo, hi = v["top1_ci95"]
+    assert lo <= v["top1"] <= hi
     assert "verification" not in _metrics(run_dir, "04-rm-safety")
 
 

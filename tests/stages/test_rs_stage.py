@@ -95,7 +95,7 @@ def _rows(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_rs_rounds_of_the_smoke_campaign_keep_each_prompts_regularized_best(completed_smoke_run):
+def test_rs_rounds_of_the_smoke_campaign_keep_each_prompts_best(completed_smoke_run):
     run_dir, _ = completed_smoke_run
     first, second = manifest(run_dir, "05-rs"), manifest(run_dir, "09-rs")
     assert first["parents"] == ["00-sandbox", "01-sft", "03-rm-helpfulness", "04-rm-safety"]
@@ -103,22 +103,16 @@ def test_rs_rounds_of_the_smoke_campaign_keep_each_prompts_regularized_best(comp
     assert second["parents"] == ["00-sandbox", "01-sft", "07-rm-helpfulness", "08-rm-safety", "05-rs"]
     rows = _rows(run_dir / "rounds" / "09-rs" / "samples.jsonl")
     m = second["metrics"]
-    assert len(rows) == m["rs"]["samples"] == 48 * 4 and m["rs"]["kl_coef"] == 1.0  # the default campaign's
-    # the gate, then regularized best-of-K: the argmax of reward + 1.0 * log pi_SFT(answer)
+    # the default campaign's plain best-of-K (world 3: the helpfulness RM checks answers): the gate's argmax
+    assert len(rows) == m["rs"]["samples"] == 48 * 4 and m["rs"]["kl_coef"] == 0.0
     by_prompt: dict[str, list[dict]] = {}
     for r in rows:
         assert r["combined"] == (r["r_s"] if r["is_safety"] or r["r_s"] < 0.15 else r["r_h"])
-        assert r["selection"] == pytest.approx(r["reward"] + 1.0 * r["ref_logprob"], abs=1e-3)
+        assert "ref_logprob" not in r
         by_prompt.setdefault(r["prompt_id"], []).append(r)
     for group in by_prompt.values():
         best = [r for r in group if r["best_in_round"]]
-        assert len(best) == 1 and best[0]["selection"] == max(r["selection"] for r in group)
-    # the reference is the SFT policy (not this round's parent 05-rs): recompute one answer's log-likelihood
-    sft = run_dir / "rounds" / "01-sft" / "model"
-    tokenizer, model = load_tokenizer(sft), load_causal_lm(sft)
-    lp = sequence_logprobs(model, tokenizer, [rows[0]["prompt"]], [answer_ids(tokenizer, rows[0]["response"])],
-                           batch_size=1)[0]
-    assert math.fsum(lp) == pytest.approx(rows[0]["ref_logprob"], abs=1e-3)
+        assert len(best) == 1 and best[0]["combined"] == max(r["combined"] for r in group)
     # the prompts of both rounds are pooled: training examples = prompts seen in either round
     first_prompts = {r["prompt_id"] for r in _rows(run_dir / "rounds" / "05-rs" / "samples.jsonl")}
     assert m["rs"]["training_examples"] == len(first_prompts | set(by_prompt))
@@ -129,20 +123,27 @@ def test_rs_rounds_of_the_smoke_campaign_keep_each_prompts_regularized_best(comp
     assert 0 <= m["win_rate_vs_parent"] <= 1 and m["kl_vs_sft"] > 0
 
 
-def test_plain_best_of_k_keeps_the_argmax_of_the_rule(smoke_copy):
+def test_regularized_best_of_k_keeps_the_argmax_of_reward_plus_the_sft_likelihood(smoke_copy):
     result = align_cli("run", str(smoke_copy / "campaign.yaml"), "--run-dir", str(smoke_copy), "--until", "05-rs",
-                       "--set", "rs.kl_coef=0")
+                       "--set", "rs.kl_coef=1.0")
     assert result.returncode == 0, result.stderr
     assert "[04-rm-safety] completed earlier: reused" in result.stderr
     m = manifest(smoke_copy, "05-rs")
-    assert m["config"]["rs.kl_coef"] == 0 and m["metrics"]["rs"]["kl_coef"] == 0
+    assert m["config"]["rs.kl_coef"] == 1.0 and m["metrics"]["rs"]["kl_coef"] == 1.0
+    rows = _rows(smoke_copy / "rounds" / "05-rs" / "samples.jsonl")
     by_prompt: dict[str, list[dict]] = {}
-    for r in _rows(smoke_copy / "rounds" / "05-rs" / "samples.jsonl"):
-        assert "ref_logprob" not in r
+    for r in rows:  # the gate, then reward + 1.0 * log pi_SFT(answer)
+        assert r["selection"] == pytest.approx(r["reward"] + 1.0 * r["ref_logprob"], abs=1e-3)
         by_prompt.setdefault(r["prompt_id"], []).append(r)
     for group in by_prompt.values():
         best = [r for r in group if r["best_in_round"]]
-        assert len(best) == 1 and best[0]["combined"] == max(r["combined"] for r in group)
+        assert len(best) == 1 and best[0]["selection"] == max(r["selection"] for r in group)
+    # the reference is the SFT policy: recompute one answer's log-likelihood
+    sft = smoke_copy / "rounds" / "01-sft" / "model"
+    tokenizer, model = load_tokenizer(sft), load_causal_lm(sft)
+    lp = sequence_logprobs(model, tokenizer, [rows[0]["prompt"]], [answer_ids(tokenizer, rows[0]["response"])],
+                           batch_size=1)[0]
+    assert math.fsum(lp) == pytest.approx(rows[0]["ref_logprob"], abs=1e-3)
 
 
 def test_a_field_the_rs_stage_reads_rebuilds_its_rounds_and_no_other(completed_smoke_run):

@@ -19,7 +19,8 @@ def test_the_world_round_holds_the_world_and_its_counts(completed_smoke_run):
     assert {"sandbox.preferences.risk_note_pairs", "sandbox.tokenizer_vocab_size", "sandbox.train_mix"} <= \
         set(m["config"])
     # the version is read to build (world.json records it): a campaign that changes it rebuilds the world
-    assert m["config"]["sandbox.version"] == 2 and m["config"]["sandbox.borderline_tagged"] == 0.05
+    assert m["config"]["sandbox.version"] == 3 and m["config"]["sandbox.borderline_tagged"] == 0.05
+    assert m["config"]["sandbox.preferences.answer_pairs"] == 0.5  # world 3's right-against-wrong pairs
 
 
 def test_a_world_field_rebuilds_every_round_and_other_fields_keep_the_world(completed_smoke_run):
