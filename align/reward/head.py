@@ -17,13 +17,11 @@
   saved with the head.
 
 A model carries its head as ``model.align_reward_head`` (not a submodule: the saved classifier stays a
-plain Hugging Face checkpoint); ``save_head`` writes it to ``reward_head.safetensors`` beside the
-weights and names it in ``config.json``, and ``load_head`` reads it back.
+plain Hugging Face checkpoint) and names it in its config (so ``config.json`` says which head to load);
+``save_head`` writes it to ``reward_head.safetensors`` beside the weights, and ``load_head`` reads it back.
 """
 
 from __future__ import annotations
-
-import os
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +88,9 @@ def attach_head(model: PreTrainedModel, kind: str, *, coef: float, init_dir: Pat
         weight = torch.nn.Parameter(lm_weight.to(plain.dtype).to(device))
     head = LoglikHead(torch.nn.Parameter(torch.tensor(float(coef), device=device)), weight, tied)
     plain.align_reward_head = head  # a plain attribute: not in the state dict
+    # named in the config, so save_pretrained writes config.json once with it (under a multi-process launch the
+    # other processes' folders hard-link the main one's files: a rewrite after saving would go through the links)
+    plain.config.update({CONFIG_KEY: kind})
     return head
 
 
@@ -128,22 +129,14 @@ def sequence_rewards(model: torch.nn.Module, input_ids: torch.Tensor, attention_
 
 
 def save_head(model: torch.nn.Module, model_dir: Path) -> None:
-    """Write the head beside a saved reward model (nothing for ``last``) and name it in its config.json."""
+    """Write the head beside a saved reward model (nothing for ``last``), whose config.json names it."""
     head = head_of(model)
     if head is None:
         return
     tensors = {"coef": head.coef.detach().float().cpu()}
     if not head.tied:
         tensors["lm_head.weight"] = head.lm_weight.detach().cpu().contiguous()
-    # new files put in place, never written through: under a multi-process launch the other processes' folders
-    # hold hard links to the main process's files (models.save_model), and each process saves its own head
-    model_dir = Path(model_dir)
-    save_file(tensors, str(model_dir / f"{HEAD_FILE}.tmp"))
-    os.replace(model_dir / f"{HEAD_FILE}.tmp", model_dir / HEAD_FILE)
-    plain = _plain(model)
-    plain.config.update({CONFIG_KEY: "loglik"})
-    plain.config.to_json_file(str(model_dir / "config.json.tmp"))
-    os.replace(model_dir / "config.json.tmp", model_dir / "config.json")
+    save_file(tensors, str(Path(model_dir) / HEAD_FILE))
 
 
 def load_head(model: PreTrainedModel, model_dir: Path) -> None:
